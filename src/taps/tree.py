@@ -1,0 +1,164 @@
+"""Draft trees as plain tensors, and the pure functions over them.
+
+A tree is stored in topological order: node 0 is the root (the last token already accepted,
+not yet in the target's cache), and every node's parent has a smaller index. Everything the
+engine needs — depths, the ancestor mask, position ids, root-to-leaf paths, the EAGLE-2 rerank —
+is a pure function of the `parents` vector, so it can be tested against hand-drawn matrices.
+All tree tensors live on the CPU: they are tiny, and Python walks them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    """Shape of the EAGLE-2 dynamic draft tree."""
+
+    total_tokens: int = 60  # nodes verified per target pass, root included (so total_tokens - 1 drafts)
+    depth: int = 5  # drafter expansions after the root's; the tree has depth + 1 draft levels
+    top_k: int = 10  # children kept per expanded node, and width of the frontier
+
+    def __post_init__(self) -> None:
+        if self.total_tokens < 1:
+            raise ValueError(f"TreeConfig.total_tokens must be >= 1 (the root), got {self.total_tokens}")
+        if self.depth < 0:
+            raise ValueError(f"TreeConfig.depth must be >= 0, got {self.depth}")
+        if self.top_k < 1:
+            raise ValueError(f"TreeConfig.top_k must be >= 1, got {self.top_k}")
+
+
+@dataclass(frozen=True)
+class DraftTree:
+    """A draft tree; every tensor is [N] on the CPU, node 0 is the root."""
+
+    tokens: Tensor  # target-vocabulary token ids (long)
+    parents: Tensor  # parent index, -1 for the root (long)
+    logp: Tensor  # cumulative draft log-prob from the root; root 0 (float)
+    prob: Tensor  # the node's own draft probability under its parent's distribution; root 1
+    entropy: Tensor  # entropy of the draft distribution the node was chosen from; root 0
+    source: Tensor  # which drafter proposed the node (0 for a single drafter; root 0)
+
+    def __len__(self) -> int:
+        return self.tokens.numel()
+
+    @property
+    def confidence(self) -> Tensor:
+        """exp(cumulative log-prob): the drafter's probability of the whole root-to-node path."""
+        return self.logp.exp()
+
+    @property
+    def depths(self) -> Tensor:
+        return node_depths(self.parents)
+
+
+def root_only(token: int) -> DraftTree:
+    """The trivial tree: the root alone (one target pass then yields exactly one token)."""
+    zero = torch.zeros(1)
+    return DraftTree(
+        tokens=torch.tensor([token]),
+        parents=torch.tensor([-1]),
+        logp=zero,
+        prob=torch.ones(1),
+        entropy=zero.clone(),
+        source=torch.zeros(1, dtype=torch.long),
+    )
+
+
+def node_depths(parents: Tensor) -> Tensor:
+    """depth[i] = depth[parents[i]] + 1, roots (parent -1) at depth 0. parents: [N] -> [N]."""
+    depth = [0] * parents.numel()
+    for i, p in enumerate(parents.tolist()):
+        depth[i] = 0 if p < 0 else depth[p] + 1
+    return torch.tensor(depth, dtype=torch.long)
+
+
+def ancestor_mask(parents: Tensor) -> Tensor:
+    """[N, N] bool: mask[i, j] is True when node j is node i itself or one of its ancestors.
+
+    This is the tree attention mask: a node sees exactly its own root-to-node path.
+    """
+    n = parents.numel()
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    for i, p in enumerate(parents.tolist()):
+        if p >= 0:
+            mask[i] = mask[p]
+        mask[i, i] = True
+    return mask
+
+
+def children_lists(parents: Tensor) -> list[list[int]]:
+    """children[i] lists node i's children in index order (the order verification tries them)."""
+    children: list[list[int]] = [[] for _ in range(parents.numel())]
+    for i, p in enumerate(parents.tolist()):
+        if p >= 0:
+            children[p].append(i)
+    return children
+
+
+def leaf_paths(parents: Tensor) -> Tensor:
+    """[P, max_depth + 1] long: one row per leaf, its root-to-leaf node indices, padded with -1."""
+    children = children_lists(parents)
+    par = parents.tolist()
+    paths = []
+    for leaf in (i for i, c in enumerate(children) if not c):
+        path = [leaf]
+        while par[path[-1]] >= 0:
+            path.append(par[path[-1]])
+        paths.append(path[::-1])
+    width = max(len(p) for p in paths)
+    return torch.tensor([p + [-1] * (width - len(p)) for p in paths], dtype=torch.long)
+
+
+def position_ids(parents: Tensor, past_len: int) -> Tensor:
+    """[N] absolute positions: a node at depth d sits d tokens after the root, which sits at past_len."""
+    return past_len + node_depths(parents)
+
+
+def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """[Q, K] bool -> [1, 1, Q, K] float: 0 where attention is allowed, the dtype's min elsewhere.
+
+    Hugging Face attention adds a float mask to the scores; a bool mask is silently misread by
+    some attention implementations, so the engine only ever passes this additive form.
+    """
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    bias.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return bias[None, None]
+
+
+def select_top(scores: Tensor, n: int) -> Tensor:
+    """Indices of the n highest scores, ties broken towards the lower index, returned sorted.
+
+    EAGLE-2's rerank: candidates are created in topological order and a child's cumulative
+    log-prob never exceeds its parent's, so with this tie-break the kept set contains every
+    kept node's ancestors, and sorting the indices keeps the result topological.
+    """
+    order = sorted(range(scores.numel()), key=lambda i: (-float(scores[i]), i))
+    return torch.tensor(sorted(order[:n]), dtype=torch.long)
+
+
+def prune(root_token: int, candidates: DraftTree, keep: Tensor) -> DraftTree:
+    """Build the tree `root + candidates[keep]`.
+
+    candidates: a forest in topological order whose parents index candidates (-1 = the root).
+    keep: sorted candidate indices, closed under ancestry (as `select_top` returns).
+    """
+    remap = torch.full((len(candidates),), -1, dtype=torch.long)
+    remap[keep] = torch.arange(1, keep.numel() + 1)
+    par = candidates.parents[keep]
+    new_par = torch.where(par < 0, torch.zeros_like(par), remap[par.clamp(min=0)])
+    if (new_par < 0).any():
+        raise ValueError("prune: the kept candidates are not closed under ancestry")
+    root = root_only(root_token)
+    return DraftTree(
+        tokens=torch.cat([root.tokens, candidates.tokens[keep]]),
+        parents=torch.cat([root.parents, new_par]),
+        logp=torch.cat([root.logp, candidates.logp[keep]]),
+        prob=torch.cat([root.prob, candidates.prob[keep]]),
+        entropy=torch.cat([root.entropy, candidates.entropy[keep]]),
+        source=torch.cat([root.source, candidates.source[keep]]),
+    )
