@@ -137,8 +137,8 @@ def select_top(scores: Tensor, n: int) -> Tensor:
     log-prob never exceeds its parent's, so with this tie-break the kept set contains every
     kept node's ancestors, and sorting the indices keeps the result topological.
     """
-    order = sorted(range(scores.numel()), key=lambda i: (-float(scores[i]), i))
-    return torch.tensor(sorted(order[:n]), dtype=torch.long)
+    order = torch.sort(-scores, stable=True).indices  # stable: equal scores keep index order
+    return order[:n].sort().values
 
 
 def prune(root_token: int, candidates: DraftTree, keep: Tensor) -> DraftTree:

@@ -1,0 +1,51 @@
+"""Tiny random targets and drafters for fast, offline tests.
+
+`tiny_target` is a 2-layer Llama whose attention and MLP outputs are scaled down, so it is
+close to a bigram model; `echo_drafter` predicts the current token's embedding as the next
+feature, which through the head is that same bigram. The pair agrees often but not always,
+so speculative tests exercise long accepted paths, rejections and cut-offs alike.
+"""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from taps import Drafter, DrafterConfig, TargetModel
+
+
+def tiny_target(vocab: int = 64, seed: int = 0, residual: float = 0.1, head_scale: float = 1.0,
+                hidden: int = 64) -> TargetModel:
+    cfg = LlamaConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=2 * hidden, vocab_size=vocab, max_position_embeddings=1024,
+                      initializer_range=0.1, tie_word_embeddings=False,
+                      bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.mul_(residual)
+            layer.mlp.down_proj.weight.mul_(residual)
+        model.lm_head.weight.mul_(head_scale)
+    return TargetModel(model, name=f"tiny-llama-{seed}")
+
+
+def echo_drafter(target: TargetModel, config: DrafterConfig = DrafterConfig(), d2t=None) -> Drafter:
+    drafter = Drafter(target, config, d2t=d2t)
+    hidden = target.hidden_size
+    with torch.no_grad():
+        drafter.fc.weight.zero_()
+        drafter.fc.weight[:, :hidden] = torch.eye(hidden)
+        for layer in drafter.layer.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    return drafter
+
+
+@pytest.fixture(scope="session")
+def target() -> TargetModel:
+    return tiny_target()
+
+
+@pytest.fixture(scope="session")
+def drafter(target) -> Drafter:
+    return echo_drafter(target)

@@ -1,0 +1,98 @@
+"""Speculative sampling preserves the target's distribution (chi-square against exact enumeration).
+
+On a 6-token vocabulary the joint law of the first three generated tokens is enumerated
+exactly from the target; speculative sampling must match it (p > 0.01) for several tree
+shapes, and a deliberately wrong acceptance rule must fail the very same test.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+import taps.generate
+from taps import EagleProposer, TreeConfig, speculative_generate, vanilla_generate
+from taps.tree import children_lists
+from taps.verify import target_probs
+from conftest import echo_drafter, tiny_target
+
+VOCAB, STEPS, SAMPLES, TEMPERATURE = 6, 3, 1500, 1.0
+PROMPT = torch.tensor([1, 4])
+SHAPES = {"tree": TreeConfig(total_tokens=10, depth=2, top_k=3), "chain": TreeConfig(total_tokens=4, depth=2, top_k=1)}
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny_target(vocab=VOCAB, head_scale=2.0)
+
+
+@pytest.fixture(scope="module")
+def exact(target):
+    """P(first STEPS tokens = seq) for every seq, from the target's own conditionals."""
+    law = {}
+    for seq in itertools.product(range(VOCAB), repeat=STEPS):
+        ids = torch.cat([PROMPT, torch.tensor(seq)])
+        probs = target_probs(target.model(input_ids=ids[None]).logits[0, len(PROMPT) - 1:-1], TEMPERATURE)
+        law[seq] = float(np.prod([probs[i, s] for i, s in enumerate(seq)]))
+    return law
+
+
+def _p_value(law, generate):
+    generator = torch.Generator().manual_seed(0)
+    counts: dict[tuple, int] = {}
+    for _ in range(SAMPLES):
+        seq = tuple(generate(generator).tokens)
+        counts[seq] = counts.get(seq, 0) + 1
+    observed, expected, rest_o, rest_e = [], [], 0, 0.0
+    for seq, p in law.items():  # cells expected fewer than 5 times are pooled into one
+        if p * SAMPLES >= 5:
+            observed.append(counts.get(seq, 0))
+            expected.append(p * SAMPLES)
+        else:
+            rest_o, rest_e = rest_o + counts.get(seq, 0), rest_e + p * SAMPLES
+    return chisquare(observed + [rest_o], expected + [rest_e]).pvalue
+
+
+def _speculative(target, shape):
+    proposer = EagleProposer(echo_drafter(target), SHAPES[shape])
+    return lambda g: speculative_generate(target, proposer, PROMPT, STEPS, TEMPERATURE, g, eos_token_ids=set())
+
+
+def test_vanilla_sampling_matches_the_exact_law(target, exact):
+    assert _p_value(exact, lambda g: vanilla_generate(target, PROMPT, STEPS, TEMPERATURE, g, set())) > 0.01
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_speculative_sampling_matches_the_exact_law(target, exact, shape):
+    assert _p_value(exact, _speculative(target, shape)) > 0.01
+
+
+def _no_residual(tree, logits, temperature, generator):
+    """Wrong on purpose: a rejected token keeps its mass, so the bonus over-samples it."""
+    tokens, children = tree.tokens.tolist(), children_lists(tree.parents)
+    path, p = [0], target_probs(logits[0], temperature)
+    while True:
+        for child in children[path[-1]]:
+            if torch.rand((), generator=generator, dtype=torch.float64) < p[tokens[child]]:
+                path.append(child)
+                p = target_probs(logits[child], temperature)
+                break
+        else:
+            return path, int(torch.multinomial(p, 1, generator=generator))
+
+
+def _always_accept_first(tree, logits, temperature, generator):
+    """Wrong on purpose: trusts the drafter's first child whenever the target gives it any mass."""
+    children = children_lists(tree.parents)
+    path = [0]
+    while children[path[-1]]:
+        path.append(children[path[-1]][0])
+    return path, int(torch.multinomial(target_probs(logits[path[-1]], temperature), 1, generator=generator))
+
+
+@pytest.mark.parametrize("wrong_rule", [_no_residual, _always_accept_first])
+def test_a_wrong_acceptance_rule_fails_the_same_test(target, exact, wrong_rule, monkeypatch):
+    monkeypatch.setattr(taps.generate, "verify", lambda tree, logits, t, g: wrong_rule(tree, logits, t, g))
+    assert _p_value(exact, _speculative(target, "tree")) < 0.01
