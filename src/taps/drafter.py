@@ -84,6 +84,8 @@ class Drafter(nn.Module):
             raise ValueError(f"d2t holds ids outside the target vocabulary [0, {target.vocab_size})")
         self.register_buffer("d2t", d2t.long())
         self.to(device=target.device, dtype=target.dtype)
+        # the head rows of the draft vocabulary, gathered once (d2t is fixed at construction)
+        self.head = None if config.draft_vocab_size is None else target.head(self.d2t)
 
     @property
     def full_vocab(self) -> bool:
@@ -99,7 +101,7 @@ class Drafter(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Predicted features [..., H] -> draft logits [..., V_draft] through the target's head."""
-        return self.target.logits(hidden, rows=None if self.full_vocab else self.d2t)
+        return self.target.logits(hidden, self.head)
 
     # --- checkpoints ----------------------------------------------------------------------
     def save(self, directory: str) -> None:

@@ -12,10 +12,14 @@ verification `compact` keeps the accepted path in the cache and drops the rest.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 
@@ -118,12 +122,17 @@ class TargetModel:
         )
         return out.last_hidden_state[0]
 
-    def logits(self, features: Tensor, rows: Tensor | None = None) -> Tensor:
-        """The target's output head on features [..., H] -> [..., V] (or [..., len(rows)])."""
-        weight = self.lm_head.weight if rows is None else self.lm_head.weight[rows]
-        out = features @ weight.T
-        if getattr(self.lm_head, "bias", None) is not None:
-            out = out + (self.lm_head.bias if rows is None else self.lm_head.bias[rows])
+    def head(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The output head's (weight [V, H], bias [V] or None), optionally cut to vocabulary rows."""
+        weight, bias = self.lm_head.weight, getattr(self.lm_head, "bias", None)
+        if rows is None:
+            return weight, bias
+        return weight[rows].detach(), None if bias is None else bias[rows].detach()
+
+    def logits(self, features: Tensor, head: tuple[Tensor, Tensor | None] | None = None) -> Tensor:
+        """Features [..., H] -> logits [..., V] through the target's head (or a cut of it from `head`)."""
+        weight, bias = head if head is not None else self.head()
+        out = F.linear(features, weight, bias)
         if self.softcap:
             out = torch.tanh(out / self.softcap) * self.softcap
         return out
@@ -174,6 +183,37 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def cache_root() -> str:
+    """Where converted targets are kept: $TAPS_CACHE, else ~/.cache/taps."""
+    return os.environ.get("TAPS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "taps")
+
+
+def _packaged_target_dir(name: str) -> str:
+    """A packaged GGUF target, converted once to a safetensors directory in the cache.
+
+    Parsing the GGUF (its 262k-entry tokenizer table above all) takes over a minute on this CPU;
+    the converted directory loads in a few seconds with bit-identical weights.
+    """
+    out = os.path.join(cache_root(), "targets", name)
+    if os.path.isfile(os.path.join(out, "config.json")):
+        return out
+    gguf = str(importlib.import_module(PACKAGED_TARGETS[name]).assemble())
+    path, extra = os.path.dirname(gguf), {"gguf_file": os.path.basename(gguf)}
+    tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra)
+    model.hf_quantizer = None  # the weights are already dequantized to fp32
+    del model.config.quantization_config
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=os.path.dirname(out))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process finished the same conversion first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def resolve_target(name: str) -> tuple[str, dict]:
     """Turn a target name into from_pretrained's (path_or_id, extra kwargs).
 
@@ -181,10 +221,7 @@ def resolve_target(name: str) -> tuple[str, dict]:
     or a Hugging Face hub id.
     """
     if name in PACKAGED_TARGETS:
-        import importlib
-
-        package = importlib.import_module(PACKAGED_TARGETS[name])
-        name = str(package.assemble())
+        return _packaged_target_dir(name), {}
     if name.endswith(".gguf"):
         if not os.path.isfile(name):
             raise FileNotFoundError(f"GGUF file {name!r} does not exist")

@@ -37,14 +37,12 @@ def sample_token(logits: Tensor, temperature: float, generator: torch.Generator 
 
 
 def verify_greedy(tree: DraftTree, logits: Tensor) -> tuple[list[int], int]:
-    """logits[i]: the target's logits [V] at node i (a tensor [N, V] or a lazy row provider).
-
-    Returns (accepted node path from the root, bonus token).
-    """
+    """logits: [N, V] target logits at every node. Returns (accepted node path from the root, bonus)."""
+    best = logits.argmax(-1).tolist()
     tokens, children = tree.tokens.tolist(), children_lists(tree.parents)
     path = [0]
     while True:
-        want = int(logits[path[-1]].argmax())
+        want = best[path[-1]]
         nxt = next((c for c in children[path[-1]] if tokens[c] == want), None)
         if nxt is None:
             return path, want
@@ -72,7 +70,7 @@ def verify_sampling(tree: DraftTree, logits: Tensor, temperature: float,
 
 def verify(tree: DraftTree, logits: Tensor, temperature: float,
            generator: torch.Generator | None) -> tuple[list[int], int]:
-    """Dispatch on temperature; logits[i] is node i's target logits row [V]."""
+    """Dispatch on temperature; logits: [N, V] at every node."""
     if temperature == 0:
         return verify_greedy(tree, logits)
     return verify_sampling(tree, logits, temperature, generator)
