@@ -1,0 +1,50 @@
+"""The keystone on the real target: google/gemma-3-270m from its PyPI package (marked `gemma`).
+
+An untrained drafter is enough for exactness. The first run converts the packaged GGUF into
+a cached safetensors directory (about 90 s); later runs load it in a few seconds.
+"""
+
+import pytest
+import torch
+
+from taps import Drafter, DrafterConfig, EagleProposer, TreeConfig, load_target, speculative_generate, vanilla_generate
+from taps.data import format_conversation
+from taps.generate import chain
+
+pytestmark = pytest.mark.gemma
+
+PROMPTS = ["What is 12 times 7?", "Write a haiku about the sea.",
+           "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+           "How many clips did Natalia sell altogether in April and May?"]
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    return load_target("gemma-3-270m", device="cpu")
+
+
+def _ids(target, text):
+    prompt, _ = format_conversation(target.tokenizer, [("user", text)], add_generation_prompt=True)
+    return torch.tensor(target.tokenizer(prompt, add_special_tokens=False).input_ids)
+
+
+def test_gemma_greedy_speculative_equals_vanilla(gemma):
+    drafter = Drafter(gemma, DrafterConfig(draft_vocab_size=4096), d2t=torch.arange(4096))
+    proposer = EagleProposer(drafter, TreeConfig(total_tokens=24, depth=3, top_k=6))
+    for text in PROMPTS:
+        ids = _ids(gemma, text)
+        assert speculative_generate(gemma, proposer, ids, 20).tokens == vanilla_generate(gemma, ids, 20).tokens
+
+
+def test_gemma_full_vocabulary_drafter_is_exact(gemma):
+    proposer = EagleProposer(Drafter(gemma), TreeConfig(total_tokens=16, depth=2, top_k=4))
+    ids = _ids(gemma, PROMPTS[0])
+    assert speculative_generate(gemma, proposer, ids, 12).tokens == vanilla_generate(gemma, ids, 12).tokens
+
+
+def test_gemma_sliding_window_beyond_512_tokens_matches_the_model(gemma):
+    ids = torch.randint(10, 20000, (600,), generator=torch.Generator().manual_seed(0))
+    expected = gemma.model(input_ids=ids[None], logits_to_keep=4).logits[0]
+    cache = gemma.new_cache()
+    got = gemma.logits(gemma.forward(ids, chain(600), cache)[-4:])
+    assert torch.allclose(got, expected, atol=1e-3, rtol=1e-4)
