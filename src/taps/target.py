@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -236,9 +237,31 @@ def load_target(
     trust_remote_code: bool = False,
 ) -> TargetModel:
     """Load a target by packaged name, .gguf path, local directory or hub id."""
-    device = torch.device(device) if device is not None else default_device()
+    device = default_device() if device in (None, "auto") else torch.device(device)
     dtype = dtype or default_dtype(device)
     path, extra = resolve_target(name)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
     return TargetModel(model.to(device), tokenizer, name=name)
+
+
+def write_target_spec(target: TargetModel, model: str, trust_remote_code: bool, path: str) -> None:
+    """Record how to load `target` and its fingerprint (the workflow's target.json), atomically."""
+    spec = {"model": model, "trust_remote_code": trust_remote_code, "fingerprint": asdict(target.fingerprint())}
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(spec, f, indent=2)
+    os.replace(tmp, path)
+
+
+def load_target_spec(path: str, device: str | torch.device | None = None) -> TargetModel:
+    """Load the target a target.json describes; refuse if the model behind it has changed."""
+    with open(path) as f:
+        spec = json.load(f)
+    target = load_target(spec["model"], device=device, trust_remote_code=spec["trust_remote_code"])
+    target.name = spec["fingerprint"]["name"]
+    diff = Fingerprint(**spec["fingerprint"]).mismatches(target.fingerprint())
+    if diff:
+        raise ValueError(f"{path}: the model at {spec['model']!r} no longer matches its recorded fingerprint: "
+                         + "; ".join(diff) + ". Delete the file to re-resolve the target.")
+    return target

@@ -1,0 +1,27 @@
+"""TAPS: from raw datasets to specialised drafters (and, next, their evaluation and the paper's tables).
+
+    snakemake --cores all                                  # the CPU reproduction (config/config.yaml)
+    snakemake --cores all --configfile config/smoke.yaml   # tiny end-to-end run (CI)
+    snakemake --profile profiles/slurm                     # paper scale on a SLURM cluster
+"""
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/targets.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    input:
+        drafter_outputs(),

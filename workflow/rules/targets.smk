@@ -1,0 +1,23 @@
+# A target becomes a resolved, fingerprinted description (and, for smoke runs, a built model).
+
+
+rule target:
+    output:
+        f"{RESULTS}/targets/{{target}}/target.json",
+    log:
+        f"{RESULTS}/logs/target/{{target}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/target/{{target}}.tsv"
+    params:
+        cfg=lambda w: json_arg(target_cfg(w.target)),
+        model_dir=f"{RESULTS}/targets/{{target}}/model",
+    threads: config.get("threads", 2)
+    resources:
+        mem_mb=8000,
+        runtime=30,
+        gpu=0,
+    conda:
+        ENV
+    shell:
+        "{PY} workflow/scripts/target.py --name {wildcards.target} --config {params.cfg} "
+        "--data-dir {config[data_dir]} --model-dir {params.model_dir} --out {output} > {log} 2>&1"
