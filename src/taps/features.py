@@ -1,0 +1,445 @@
+"""Feature extraction: the target's last hidden state for every training token, in shards.
+
+EAGLE drafters learn from the target's last hidden state (the lm_head's input). It is computed
+once here, one sequence at a time on a fresh KV cache, and streamed into sharded safetensors
+files: whole sequences collect in an in-memory buffer, and the buffer is written out as a
+shard before it would pass `shard_tokens`, so memory stays at one shard however large the data
+(a sequence never straddles two shards). The reduced draft vocabulary is chosen here too, from
+token frequencies counted in the same pass, and saved beside the features.
+
+An output directory holds (written atomically: built in a hidden sibling, then renamed):
+
+    shard-00000.safetensors   input_ids [T] int32, loss_mask [T] int8, hidden [T, H] (dtype),
+    shard-00001.safetensors   offsets [n_seq + 1] int64: the shard's sequences concatenated,
+    ...                       sequence i being rows offsets[i]:offsets[i + 1]
+    vocab.safetensors         d2t [N] int64: draft id -> target id, the N most frequent tokens by
+                              descending count (ties: lower id first); counts [V] int64
+    meta.json                 target fingerprint, sizes, dtype, shards, vocabulary coverage
+
+Frequencies are counted, by default, over the assistant tokens (loss_mask == 1): those are the
+tokens the drafter is trained to predict and, at inference, proposes (EAGLE-3 counts the same).
+`FeatureShards` reads the directory back for training, one shard in memory at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm import tqdm
+
+from taps.generate import chain
+from taps.target import Fingerprint, TargetModel
+
+SHARD_NAME = "shard-{:05d}.safetensors"  # .format(shard index)
+VOCAB, META = "vocab.safetensors", "meta.json"
+SHARD_DTYPES = {"input_ids": torch.int32, "loss_mask": torch.int8, "offsets": torch.int64}  # hidden: meta dtype
+FEATURE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+VOCAB_TOKENS = ("assistant", "all")  # which tokens the vocabulary frequencies count
+DATA_COLUMNS = ("input_ids", "loss_mask", "source")
+PRODUCER = "taps.features.extract_features (the workflow's feature-extraction step)"
+
+
+# ---------------------------------------------------------------- reading the training data
+
+
+def read_rows(data_path: str | Path, limit: int | None = None,
+              batch_rows: int = 64) -> Iterator[tuple[Tensor, Tensor, str]]:
+    """(input_ids [n] int64, loss_mask [n] int8, source) per row, reading `batch_rows` rows at a time."""
+    file = pq.ParquetFile(data_path)
+    missing = [c for c in DATA_COLUMNS if c not in file.schema_arrow.names]
+    if missing:
+        raise ValueError(f"training data {data_path} lacks columns {missing}; it has {file.schema_arrow.names}")
+    row = 0
+    for batch in file.iter_batches(batch_size=batch_rows, columns=list(DATA_COLUMNS)):
+        ids, masks, sources = (batch.column(c) for c in DATA_COLUMNS)
+        for i in range(batch.num_rows):
+            if limit is not None and row >= limit:
+                return
+            if not ids[i].is_valid or not masks[i].is_valid or len(ids[i]) == 0 or len(ids[i]) != len(masks[i]):
+                raise ValueError(f"training data {data_path}, row {row}: input_ids and loss_mask must be "
+                                 f"non-empty lists of the same length")
+            yield (torch.from_numpy(ids[i].values.to_numpy().astype(np.int64)),  # astype: a writable copy
+                   torch.from_numpy(masks[i].values.to_numpy().astype(np.int8)), str(sources[i].as_py()))
+            row += 1
+
+
+# ---------------------------------------------------------------- writing
+
+
+class ShardWriter:
+    """Whole sequences buffered in memory, written as a shard before the buffer passes `shard_tokens`.
+
+    The buffer never holds more than max(shard_tokens, longest sequence) tokens: a sequence
+    longer than `shard_tokens` gets a shard of its own rather than being split.
+    """
+
+    def __init__(self, directory: str, shard_tokens: int, dtype: torch.dtype):
+        self.directory, self.shard_tokens, self.dtype = directory, shard_tokens, dtype
+        self.names: list[str] = []  # shard files written so far
+        self.sizes: list[list[int]] = []  # [sequences, tokens] of each written shard
+        self.peak_tokens = 0  # the most tokens ever buffered at once
+        self._ids: list[Tensor] = []
+        self._masks: list[Tensor] = []
+        self._hidden: list[Tensor] = []
+        self._tokens = 0
+
+    def add(self, input_ids: Tensor, loss_mask: Tensor, hidden: Tensor) -> None:
+        """input_ids, loss_mask: [n]; hidden: [n, H] on any device (stored on the CPU in `dtype`)."""
+        if self._tokens and self._tokens + len(input_ids) > self.shard_tokens:
+            self.flush()
+        self._ids.append(input_ids.to(torch.int32))
+        self._masks.append(loss_mask.to(torch.int8))
+        self._hidden.append(hidden.to("cpu", self.dtype))
+        self._tokens += len(input_ids)
+        self.peak_tokens = max(self.peak_tokens, self._tokens)
+
+    def flush(self) -> None:
+        """Write the buffered sequences as the next shard and empty the buffer."""
+        if not self._ids:
+            return
+        lengths = torch.tensor([len(ids) for ids in self._ids], dtype=torch.int64)
+        tensors = {
+            "input_ids": torch.cat(self._ids),  # [T]
+            "loss_mask": torch.cat(self._masks),  # [T]
+            "hidden": torch.cat(self._hidden),  # [T, H]
+            "offsets": torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]),  # [n_seq + 1]
+        }
+        name = SHARD_NAME.format(len(self.names))
+        save_file(tensors, os.path.join(self.directory, name))
+        self.names.append(name)
+        self.sizes.append([len(self._ids), self._tokens])
+        self._ids, self._masks, self._hidden, self._tokens = [], [], [], 0
+
+
+def choose_vocab(counts: Tensor, size: int | None) -> Tensor:
+    """d2t [N]: the `size` ids of highest count (counts [V]), by descending count, ties to the lower id.
+
+    size None keeps the whole vocabulary in id order: d2t = arange(V).
+    """
+    if size is None:
+        return torch.arange(len(counts))
+    return torch.sort(counts, descending=True, stable=True).indices[:size]  # stable: equal counts keep id order
+
+
+def count_tokens(data_paths: list[str], vocab_size: int, vocab_tokens: str = "assistant") -> Tensor:
+    """Token frequencies [V] over several training Parquet files (for one vocabulary shared by all)."""
+    counts = torch.zeros(vocab_size, dtype=torch.int64)
+    for path in data_paths:
+        for ids, mask, _ in read_rows(path):
+            counted = ids if vocab_tokens == "all" else ids[mask == 1]
+            counts.index_add_(0, counted, torch.ones_like(counted))
+    return counts
+
+
+def write_vocab(data_paths: list[str], vocab_size: int, size: int | None, out_path: str,
+                vocab_tokens: str = "assistant") -> Tensor:
+    """Choose the draft vocabulary over all `data_paths` and save it (d2t, counts) atomically.
+
+    Drafters of one target must share their vocabulary to be averaged or compared node for
+    node, so the workflow picks it once per target over the union of its training mixtures.
+    """
+    counts = count_tokens(data_paths, vocab_size, vocab_tokens)
+    d2t = choose_vocab(counts, size)
+    tmp = f"{out_path}.tmp"
+    save_file({"d2t": d2t.contiguous(), "counts": counts}, tmp)
+    os.replace(tmp, out_path)
+    return d2t
+
+
+def _extract_into(target: TargetModel, data_path, writer: ShardWriter, limit: int | None,
+                  vocab_tokens: str, progress: bool) -> tuple[Tensor, Counter, float]:
+    """Run every row through the target into `writer`; returns (token counts [V], rows per source, seconds)."""
+    counts = torch.zeros(target.vocab_size, dtype=torch.int64)
+    sources: Counter = Counter()
+    rows = pq.ParquetFile(data_path).metadata.num_rows
+    total = rows if limit is None else min(rows, limit)
+    tokens, start = 0, time.perf_counter()
+    with tqdm(total=total, desc="features", unit="seq", disable=not progress) as bar:
+        for row, (ids, mask, source) in enumerate(read_rows(data_path, limit)):
+            if ids.min() < 0 or ids.max() >= target.vocab_size:
+                raise ValueError(f"training data {data_path}, row {row}: token ids outside the target's vocabulary "
+                                 f"[0, {target.vocab_size}); was it tokenised for another target?")
+            with torch.no_grad():
+                hidden = target.forward(ids, chain(len(ids)), target.new_cache())  # [n, H], a fresh cache per row
+            writer.add(ids, mask, hidden)
+            counted = ids if vocab_tokens == "all" else ids[mask == 1]
+            counts.index_add_(0, counted, torch.ones_like(counted))
+            sources[source] += 1
+            tokens += len(ids)
+            bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.0f}", refresh=False)
+            bar.update(1)
+    writer.flush()
+    return counts, sources, time.perf_counter() - start
+
+
+def _publish(tmp: str, out_dir: str) -> None:
+    """Rename the finished `tmp` onto `out_dir`; an existing out_dir is moved aside first, deleted last."""
+    if not os.path.exists(out_dir):
+        os.replace(tmp, out_dir)
+        return
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=os.path.dirname(out_dir))
+    os.replace(out_dir, old)  # onto an empty directory: allowed
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old)
+
+
+def _check_destination(out_dir: str) -> None:
+    """Refuse to replace anything but a previous feature directory (or an empty one)."""
+    if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and (
+            not os.listdir(out_dir) or os.path.isfile(os.path.join(out_dir, META)))):
+        raise FileExistsError(f"{out_dir} exists and is not a feature directory (no {META}); "
+                              "refusing to replace it")
+
+
+def _check_settings(target: TargetModel, shard_tokens: int, dtype: torch.dtype, draft_vocab_size: int | None,
+                    limit: int | None, vocab_tokens: str) -> None:
+    name = str(dtype).removeprefix("torch.")
+    if name not in FEATURE_DTYPES:
+        raise ValueError(f"feature dtype must be one of {sorted(FEATURE_DTYPES)}, got {name}")
+    if vocab_tokens not in VOCAB_TOKENS:
+        raise ValueError(f"vocab_tokens must be one of {VOCAB_TOKENS}, got {vocab_tokens!r}")
+    if shard_tokens < 1 or (limit is not None and limit < 1):
+        raise ValueError(f"shard_tokens and limit must be >= 1, got {shard_tokens} and {limit}")
+    if draft_vocab_size is not None and not 1 <= draft_vocab_size <= target.vocab_size:
+        raise ValueError(f"draft_vocab_size must be in [1, {target.vocab_size}] or None, got {draft_vocab_size}")
+
+
+def extract_features(
+    target: TargetModel,
+    data_path: str | Path,
+    out_dir: str | Path,
+    shard_tokens: int = 65536,
+    dtype: torch.dtype = torch.bfloat16,
+    draft_vocab_size: int | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    vocab_tokens: str = "assistant",
+    d2t: Tensor | None = None,
+) -> dict:
+    """Extract features of the training Parquet at `data_path` into `out_dir` (module docstring).
+
+    shard_tokens: tokens per shard (a longer sequence gets a shard of its own); dtype: how the
+    features are stored; draft_vocab_size: N of the reduced vocabulary (None: the full one);
+    limit: the first `limit` rows only; vocab_tokens: "assistant" counts the tokens with
+    loss_mask 1, "all" every token; d2t: a vocabulary chosen beforehand (`write_vocab`, shared
+    across datasets), which replaces the choice from this data's counts. Returns meta.json's
+    content plus the wall time.
+    """
+    _check_settings(target, shard_tokens, dtype, draft_vocab_size, limit, vocab_tokens)
+    if not os.path.isfile(data_path):
+        raise FileNotFoundError(f"training data {data_path} does not exist; it is written by "
+                                "taps.data.prepare_dataset (the workflow's data-preparation step)")
+    out_dir = os.path.abspath(out_dir)
+    _check_destination(out_dir)
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=os.path.dirname(out_dir))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published directory should read like any other
+    try:
+        writer = ShardWriter(tmp, shard_tokens, dtype)
+        counts, sources, seconds = _extract_into(target, data_path, writer, limit, vocab_tokens, progress)
+        if not writer.names:
+            raise ValueError(f"training data {data_path} has no rows")
+        if d2t is None:
+            d2t = choose_vocab(counts, draft_vocab_size)
+        else:
+            draft_vocab_size = None if len(d2t) == target.vocab_size and torch.equal(
+                d2t, torch.arange(target.vocab_size)) else len(d2t)
+        save_file({"d2t": d2t.contiguous(), "counts": counts}, os.path.join(tmp, VOCAB))
+        meta = {
+            "target": asdict(target.fingerprint()),
+            "n_sequences": sum(n for n, _ in writer.sizes),
+            "n_tokens": sum(t for _, t in writer.sizes),
+            "shards": writer.names,
+            "shard_sizes": writer.sizes,  # [sequences, tokens] per shard
+            "hidden_size": target.hidden_size,
+            "dtype": str(dtype).removeprefix("torch."),
+            "draft_vocab_size": draft_vocab_size,
+            "draft_vocab_coverage": counts[d2t].sum().item() / max(counts.sum().item(), 1),
+            "vocab_tokens": vocab_tokens,
+            "source_counts": dict(sorted(sources.items())),
+            "shard_tokens": shard_tokens,
+            "limit": limit,
+            "data_path": str(data_path),
+        }
+        with open(os.path.join(tmp, META), "w") as f:
+            json.dump(meta, f, indent=2)
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {**meta, "seconds": seconds, "tokens_per_second": meta["n_tokens"] / seconds}
+
+
+# ---------------------------------------------------------------- reading back
+
+
+class FeatureSequence(NamedTuple):
+    """One training sequence with its features."""
+
+    input_ids: Tensor  # [n] int64
+    loss_mask: Tensor  # [n] bool: True where predicting the token is trained (an assistant token)
+    hidden: Tensor  # [n, H] float32: the target's last hidden state after each token
+
+
+def _missing(path: str, what: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{what} {path} does not exist; it is written by {PRODUCER}")
+
+
+def read_meta(out_dir: str | Path) -> dict:
+    """meta.json of a feature directory."""
+    path = os.path.join(out_dir, META)
+    if not os.path.isdir(out_dir):
+        raise _missing(str(out_dir), "feature directory")
+    if not os.path.isfile(path):
+        raise _missing(path, "feature metadata")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+        Fingerprint(**meta["target"])
+        if len(meta["shards"]) != len(meta["shard_sizes"]) or meta["dtype"] not in FEATURE_DTYPES:
+            raise ValueError("shards, shard_sizes or dtype are inconsistent")
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"feature metadata {path} is corrupt: {err}") from err
+    return meta
+
+
+def load_vocab(out_dir: str | Path) -> Tensor:
+    """d2t [N] int64 (draft id -> target id) of a feature directory, or of a vocabulary file itself."""
+    path = str(out_dir) if str(out_dir).endswith(".safetensors") else os.path.join(out_dir, VOCAB)
+    if not os.path.isfile(path):
+        raise _missing(path, "draft vocabulary")
+    try:
+        d2t = load_file(path)["d2t"]
+    except (SafetensorError, OSError, KeyError) as err:
+        raise ValueError(f"draft vocabulary {path} is corrupt: {err}") from err
+    return d2t.long()
+
+
+def _check_shard(tensors: dict[str, Tensor], sizes: list[int], hidden_size: int) -> str | None:
+    """What is wrong with a loaded shard against its expected [sequences, tokens], or None."""
+    if sorted(tensors) != sorted([*SHARD_DTYPES, "hidden"]):
+        return f"tensors {sorted(tensors)}, expected {sorted([*SHARD_DTYPES, 'hidden'])}"
+    wrong = [k for k, dt in SHARD_DTYPES.items() if tensors[k].dtype != dt or tensors[k].ndim != 1]
+    if wrong:
+        return f"tensors {wrong} have the wrong dtype or rank"
+    offsets, (n_seq, n_tok) = tensors["offsets"], sizes
+    if len(offsets) != n_seq + 1 or offsets[0] != 0 or offsets[-1] != n_tok or (offsets.diff() <= 0).any():
+        return f"offsets do not describe {n_seq} sequences of {n_tok} tokens in all"
+    if len(tensors["input_ids"]) != n_tok or len(tensors["loss_mask"]) != n_tok:
+        return f"input_ids or loss_mask do not hold {n_tok} tokens"
+    if tensors["hidden"].shape != (n_tok, hidden_size):
+        return f"hidden has shape {tuple(tensors['hidden'].shape)}, expected {(n_tok, hidden_size)}"
+    return None
+
+
+class FeatureShards:
+    """A feature directory read back shard by shard (`sequences`) or one sequence at a time (`sequence`).
+
+    With `fingerprint`, features extracted from another target are refused. Random access reads
+    only the slices of one sequence, so training can shuffle all sequences every epoch.
+    """
+
+    def __init__(self, out_dir: str | Path, fingerprint: Fingerprint | None = None):
+        self.directory = str(out_dir)
+        self.meta = read_meta(out_dir)
+        saved = Fingerprint(**self.meta["target"])
+        diff = [] if fingerprint is None else saved.mismatches(fingerprint)
+        if diff:
+            raise ValueError(f"features in {self.directory} were extracted from target {saved.name!r}, not "
+                             f"{fingerprint.name!r}: " + "; ".join(diff))
+        self.spans: list[tuple[int, int, int]] = []  # per sequence: (shard, start, end) token offsets
+        for index, name in enumerate(self.meta["shards"]):
+            path = os.path.join(self.directory, name)
+            if not os.path.isfile(path):
+                raise _missing(path, "feature shard")
+            try:
+                with safe_open(path, "pt") as shard:
+                    offsets = shard.get_tensor("offsets").tolist()
+            except (SafetensorError, OSError) as err:
+                raise ValueError(f"feature shard {path} is corrupt or truncated: {err}") from err
+            self.spans += [(index, a, b) for a, b in zip(offsets[:-1], offsets[1:])]
+        if len(self.spans) != len(self):
+            raise ValueError(f"feature directory {self.directory}: shards hold {len(self.spans)} sequences, "
+                             f"meta.json says {len(self)}")
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens of every sequence, in storage order."""
+        return [end - start for _, start, end in self.spans]
+
+    @property
+    def d2t(self) -> Tensor:
+        return load_vocab(self.directory)
+
+    def sequence(self, i: int, max_length: int | None = None) -> FeatureSequence:
+        """Sequence i (storage order), cut to its first max_length tokens; hidden keeps the stored dtype."""
+        index, start, end = self.spans[i]
+        end = end if max_length is None else min(end, start + max_length)
+        with safe_open(os.path.join(self.directory, self.meta["shards"][index]), "pt") as shard:
+            return FeatureSequence(shard.get_slice("input_ids")[start:end].long(),
+                                   shard.get_slice("loss_mask")[start:end].bool(), shard.get_slice("hidden")[start:end])
+
+    def __len__(self) -> int:
+        return self.meta["n_sequences"]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.meta["n_tokens"]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.meta["hidden_size"]
+
+    def load_shard(self, index: int) -> dict[str, Tensor]:
+        """The tensors of shard `index` (format: module docstring), checked against meta.json."""
+        path = os.path.join(self.directory, self.meta["shards"][index])
+        if not os.path.isfile(path):
+            raise _missing(path, "feature shard")
+        try:
+            tensors = load_file(path)
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"feature shard {path} is corrupt or truncated: {err}") from err
+        problem = _check_shard(tensors, self.meta["shard_sizes"][index], self.hidden_size)
+        if problem is None and tensors["hidden"].dtype != FEATURE_DTYPES[self.meta["dtype"]]:
+            problem = f"hidden is {tensors['hidden'].dtype}, meta.json says {self.meta['dtype']}"
+        if problem:
+            raise ValueError(f"feature shard {path} is corrupt: {problem}")
+        return tensors
+
+    def sequences(self, shuffle: bool = False, seed: int = 0) -> Iterator[FeatureSequence]:
+        """Every sequence once; with `shuffle`, shard order and order within each shard follow `seed`.
+
+        Only one shard is in memory at a time; features become float32 one sequence at a time.
+        """
+        rng = random.Random(seed)
+        shards = list(range(len(self.meta["shards"])))
+        if shuffle:
+            rng.shuffle(shards)
+        for index in shards:
+            tensors = self.load_shard(index)
+            offsets = tensors["offsets"].tolist()
+            order = list(range(len(offsets) - 1))
+            if shuffle:
+                rng.shuffle(order)
+            for i in order:
+                rows = slice(offsets[i], offsets[i + 1])
+                yield FeatureSequence(tensors["input_ids"][rows].long(), tensors["loss_mask"][rows].bool(),
+                                      tensors["hidden"][rows].float())
+
+    def __iter__(self) -> Iterator[FeatureSequence]:
+        return self.sequences()
