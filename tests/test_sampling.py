@@ -13,7 +13,8 @@ import torch
 from scipy.stats import chisquare
 
 import taps.generate
-from taps import EagleProposer, TreeConfig, speculative_generate, vanilla_generate
+from taps import Drafter, EagleProposer, TreeConfig, speculative_generate, vanilla_generate
+from taps.compose import compose, proposers_for
 from taps.tree import children_lists
 from taps.verify import target_probs
 from conftest import echo_drafter, tiny_target
@@ -96,3 +97,19 @@ def _always_accept_first(tree, logits, temperature, generator):
 def test_a_wrong_acceptance_rule_fails_the_same_test(target, exact, wrong_rule, monkeypatch):
     monkeypatch.setattr(taps.generate, "verify", lambda tree, logits, t, g: wrong_rule(tree, logits, t, g))
     assert _p_value(exact, _speculative(target, "tree")) < 0.01
+
+
+COMPOSED = {
+    # two identical drafters without the trie: every drafted token is proposed twice under the root
+    "merged-duplicates": ("merged-tree", {"trie": False}, lambda t: [echo_drafter(t), echo_drafter(t)]),
+    "merged-equal-budget": ("merged-tree", {"budget": "equal"}, lambda t: [echo_drafter(t), Drafter(t)]),
+    "route-confidence": ("route-confidence", {}, lambda t: [echo_drafter(t), Drafter(t)]),
+}
+
+
+@pytest.mark.parametrize("variant", COMPOSED)
+def test_composed_sampling_matches_the_exact_law(target, exact, variant):
+    name, options, drafters = COMPOSED[variant]
+    proposer = compose(name, proposers_for(drafters(target), SHAPES["tree"]), **options)
+    generate = lambda g: speculative_generate(target, proposer, PROMPT, STEPS, TEMPERATURE, g, eos_token_ids=set())
+    assert _p_value(exact, generate) > 0.01

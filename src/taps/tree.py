@@ -141,6 +141,12 @@ def select_top(scores: Tensor, n: int) -> Tensor:
     return order[:n].sort().values
 
 
+def without_root(tree: DraftTree) -> DraftTree:
+    """The drafted nodes as a forest: the root dropped, parents re-indexed (-1: a root's child)."""
+    return DraftTree(tokens=tree.tokens[1:], parents=tree.parents[1:] - 1, logp=tree.logp[1:],
+                     prob=tree.prob[1:], entropy=tree.entropy[1:], source=tree.source[1:])
+
+
 def prune(root_token: int, candidates: DraftTree, keep: Tensor) -> DraftTree:
     """Build the tree `root + candidates[keep]`.
 
@@ -162,3 +168,39 @@ def prune(root_token: int, candidates: DraftTree, keep: Tensor) -> DraftTree:
         entropy=torch.cat([root.entropy, candidates.entropy[keep]]),
         source=torch.cat([root.source, candidates.source[keep]]),
     )
+
+
+def merge_trees(trees: list[DraftTree], trie: bool = True) -> DraftTree:
+    """Put several trees under one shared root (all trees must share the root token).
+
+    Nodes keep their subtree's order, tree after tree, so the result is topological; a node
+    attends only to its own path, so subtrees never see each other. With `trie`, two nodes with
+    the same parent and token become one node (which can only lengthen the accepted path); the
+    merged node carries the fields of its most confident copy, so a child never outranks its
+    parent and `select_top` stays closed under ancestry.
+    """
+    roots = {int(t.tokens[0]) for t in trees}
+    if len(roots) != 1:
+        raise ValueError(f"merge_trees: trees have different roots {sorted(roots)}")
+    fields = ("tokens", "parents", "logp", "prob", "entropy", "source")
+    rows = {f: [getattr(trees[0], f)[0].item()] for f in fields}
+    index: dict[tuple[int, int], int] = {}  # (merged parent, token) -> merged node, for the trie
+    for tree in trees:
+        remap = [0]
+        values = {f: getattr(tree, f).tolist() for f in fields}
+        for i in range(1, len(tree)):
+            parent, token = remap[values["parents"][i]], values["tokens"][i]
+            j = index.get((parent, token)) if trie else None
+            if j is None:
+                j = len(rows["tokens"])
+                index[(parent, token)] = j
+                for f in fields:
+                    rows[f].append(values[f][i])
+                rows["parents"][j] = parent
+            elif values["logp"][i] > rows["logp"][j]:
+                for f in ("logp", "prob", "entropy", "source"):
+                    rows[f][j] = values[f][i]
+            remap.append(j)
+    float_fields = ("logp", "prob", "entropy")
+    return DraftTree(**{f: torch.tensor(rows[f], dtype=torch.float32 if f in float_fields else torch.long)
+                        for f in fields})

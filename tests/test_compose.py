@@ -1,0 +1,121 @@
+"""Compositions: hand-drawn merged trees, routing decisions, and the keystone for each one."""
+
+import pytest
+import torch
+
+from taps import TreeConfig, speculative_generate, vanilla_generate
+from taps.compose import COMPOSITIONS, compose, proposers_for, route
+from taps.tree import DraftTree, ancestor_mask, node_depths
+from conftest import echo_drafter
+
+
+def _tree(tokens, parents, logp, source, entropy=None):
+    n = len(tokens)
+    return DraftTree(tokens=torch.tensor(tokens), parents=torch.tensor(parents), logp=torch.tensor(logp),
+                     prob=torch.ones(n), entropy=torch.tensor(entropy or [0.0] * n),
+                     source=torch.full((n,), source))
+
+
+# drafter 0:  r -> a -> b, r -> c        drafter 1:  r -> a -> d, r -> e
+A = _tree([9, 1, 2, 3], [-1, 0, 1, 0], [0.0, -0.1, -0.5, -0.7], 0)
+B = _tree([9, 1, 4, 5], [-1, 0, 1, 0], [0.0, -0.2, -0.3, -0.4], 1)
+
+
+def test_merged_tree_without_trie_keeps_subtrees_apart():
+    from taps.tree import merge_trees
+    merged = merge_trees([A, B], trie=False)
+    assert merged.tokens.tolist() == [9, 1, 2, 3, 1, 4, 5]
+    assert merged.parents.tolist() == [-1, 0, 1, 0, 0, 4, 0]
+    assert node_depths(merged.parents).tolist() == [0, 1, 2, 1, 1, 2, 1]
+    assert merged.source.tolist() == [0, 0, 0, 0, 1, 1, 1]
+    expected = torch.tensor([
+        [1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0, 0],
+        [1, 0, 0, 1, 0, 0, 0],
+        [1, 0, 0, 0, 1, 0, 0],  # drafter 1's copy of token 1 sees only the root
+        [1, 0, 0, 0, 1, 1, 0],
+        [1, 0, 0, 0, 0, 0, 1],
+    ], dtype=torch.bool)
+    assert torch.equal(ancestor_mask(merged.parents), expected)
+
+
+def test_merged_trie_shares_the_common_prefix():
+    from taps.tree import merge_trees
+    merged = merge_trees([A, B], trie=True)
+    assert merged.tokens.tolist() == [9, 1, 2, 3, 4, 5]
+    assert merged.parents.tolist() == [-1, 0, 1, 0, 1, 0]  # d hangs under drafter 0's node a
+    assert torch.allclose(merged.logp, torch.tensor([0.0, -0.1, -0.5, -0.7, -0.3, -0.4]))
+    expected = torch.tensor([
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 0, 0, 1, 0, 0],
+        [1, 1, 0, 0, 1, 0],
+        [1, 0, 0, 0, 0, 1],
+    ], dtype=torch.bool)
+    assert torch.equal(ancestor_mask(merged.parents), expected)
+
+
+def test_merging_trees_with_different_roots_is_refused():
+    from taps.tree import merge_trees
+    with pytest.raises(ValueError, match="different roots"):
+        merge_trees([A, _tree([8], [-1], [0.0], 1)])
+
+
+def test_routing_picks_by_mean_confidence_or_entropy():
+    confident = _tree([9, 1, 2], [-1, 0, 1], [0.0, -0.1, -0.2], 0, entropy=[0.0, 3.0, 3.0])
+    unsure = _tree([9, 3, 4], [-1, 0, 0], [0.0, -1.0, -2.0], 1, entropy=[0.0, 0.5, 0.5])
+    assert route([confident, unsure], "confidence") == 0
+    assert route([unsure, confident], "confidence") == 1
+    assert route([confident, unsure], "entropy") == 1
+    assert route([confident, confident], "confidence") == 0  # ties go to the first drafter
+    assert route([_tree([9], [-1], [0.0], 0), unsure], "confidence") == 1  # an empty tree never wins
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(KeyError, match="known: single, route-confidence, route-entropy, merged-tree"):
+        compose("route-magic", [])
+    with pytest.raises(ValueError, match="at least 2 drafters"):
+        compose("route-confidence", [object()])
+
+
+def _drafters(target):
+    """Two drafters that disagree: the echo drafter, and an echo drafter over even tokens only."""
+    return [echo_drafter(target), echo_drafter(target, __import__("taps").DrafterConfig(draft_vocab_size=32),
+                                               d2t=torch.arange(0, 64, 2))]
+
+
+VARIANTS = [("single", {}), ("route-confidence", {}), ("route-entropy", {}),
+            ("merged-tree", {"budget": "paper", "trie": True}), ("merged-tree", {"budget": "paper", "trie": False}),
+            ("merged-tree", {"budget": "equal", "trie": True})]
+
+
+def test_every_registered_composition_is_covered():
+    assert {name for name, _ in VARIANTS} == set(COMPOSITIONS)
+
+
+@pytest.mark.parametrize("name,options", VARIANTS, ids=lambda v: str(v))
+def test_greedy_composition_equals_vanilla_greedy(target, name, options):
+    tree = TreeConfig(total_tokens=20, depth=3, top_k=4)
+    drafters = _drafters(target)[:1] if name == "single" else _drafters(target)
+    proposer = compose(name, proposers_for(drafters, tree), **options)
+    sizes = []
+    for seed in range(4):
+        prompt = torch.randint(0, 64, (3 + seed,), generator=torch.Generator().manual_seed(seed))
+        got = speculative_generate(target, proposer, prompt, 30)
+        assert got.tokens == vanilla_generate(target, prompt, 30).tokens
+        sizes += [c["nodes"] for c in got.cycles]
+    if options.get("budget") == "equal" or name != "merged-tree":
+        assert max(sizes) <= tree.total_tokens
+    else:
+        assert max(sizes) > tree.total_tokens  # the paper's budget verifies more nodes per pass
+
+
+def test_routing_records_which_drafter_was_chosen(target):
+    proposer = compose("route-confidence", proposers_for(_drafters(target), TreeConfig(20, 3, 4)))
+    got = speculative_generate(target, proposer, torch.tensor([5, 6, 7]), 40)
+    chosen = {c["drafter"] for c in got.cycles}
+    assert chosen <= {0, 1} and len(chosen) >= 1
+    for c in got.cycles:
+        assert {n["drafter"] for n in got.nodes if n["cycle"] == c["cycle"]} == {c["drafter"]}
