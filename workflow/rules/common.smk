@@ -1,13 +1,15 @@
 # Shared helpers: output paths, the resolved config per target, the command prefix.
 
 import json
+import shlex
 from pathlib import Path
 
 RESULTS = config["results"]
-SRC = str(Path(workflow.basedir) / "src")
-# every script runs against this checkout's library, in the base env or a --use-conda env alike
-PY = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} python"
+SRC = Path(workflow.basedir) / "src"
 ENV = "../../envs/taps.yaml"
+
+# every script runs against this checkout's library, in the base env or a --use-conda env alike
+shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")  # braces doubled for shell formatting
 
 
 def target_cfg(target):
@@ -24,7 +26,7 @@ def drafter_dir(target, backbone, dataset):
 
 def json_arg(value):
     """A config value as one shell-quoted JSON argument."""
-    return "'" + json.dumps(value).replace("'", "'\\''") + "'"
+    return shlex.quote(json.dumps(value))
 
 
 def drafter_outputs():
@@ -38,3 +40,14 @@ def drafter_outputs():
 
 def device_args():
     return f"--device {config.get('device', 'auto')} --threads {config.get('threads', 2)}"
+
+
+def train_settings(backbone):
+    return {"backbone": backbone, "seed": config["seed"], **config["train"].get(backbone, {})}
+
+
+def warm_start(w):
+    """HASS may start from the EAGLE-2 drafter of the same data (as the reference recipe does)."""
+    if w.backbone == "hass" and train_settings("hass").get("warm_start"):
+        return drafter_dir(w.target, "eagle2", w.dataset)
+    return []

@@ -11,6 +11,8 @@ rule prepare_data:
     benchmark:
         f"{RESULTS}/benchmarks/prepare_data/{{target}}/{{dataset}}.tsv"
     params:
+        data_dir=config["data_dir"],
+        seed=config["seed"],
         sources=lambda w: json_arg(
             {name: {**config["sources"][name], "count": count} for name, count in config["datasets"][w.dataset].items()}
         ),
@@ -23,15 +25,42 @@ rule prepare_data:
     conda:
         ENV
     shell:
-        "{PY} workflow/scripts/prepare_data.py --target {input.target} --sources {params.sources} "
-        "--data-dir {config[data_dir]} --max-length {params.max_length} --seed {config[seed]} "
+        "python workflow/scripts/prepare_data.py --target {input.target} --sources {params.sources} "
+        "--data-dir {params.data_dir} --max-length {params.max_length} --seed {params.seed} "
         "--out {output} > {log} 2>&1"
+
+
+rule draft_vocab:
+    # one draft vocabulary per target, over all its training mixtures: drafters that share it can
+    # be averaged and compared node for node
+    input:
+        target=target_json("{target}"),
+        data=lambda w: [f"{RESULTS}/data/{w.target}/{d}.parquet" for d in config["datasets"]],
+    output:
+        f"{RESULTS}/vocab/{{target}}.safetensors",
+    log:
+        f"{RESULTS}/logs/draft_vocab/{{target}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/draft_vocab/{{target}}.tsv"
+    params:
+        size=lambda w: target_cfg(w.target).get("draft_vocab_size") or 0,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+        gpu=0,
+    conda:
+        ENV
+    shell:
+        "python workflow/scripts/draft_vocab.py --target {input.target} --data {input.data} "
+        "--size {params.size} --out {output} > {log} 2>&1"
 
 
 rule extract_features:
     input:
         target=target_json("{target}"),
         data=f"{RESULTS}/data/{{target}}/{{dataset}}.parquet",
+        vocab=f"{RESULTS}/vocab/{{target}}.safetensors",
     output:
         directory(f"{RESULTS}/features/{{target}}/{{dataset}}"),
     log:
@@ -39,7 +68,6 @@ rule extract_features:
     benchmark:
         f"{RESULTS}/benchmarks/extract_features/{{target}}/{{dataset}}.tsv"
     params:
-        vocab=lambda w: target_cfg(w.target).get("draft_vocab_size") or 0,
         dtype=lambda w: target_cfg(w.target).get("feature_dtype", "bfloat16"),
         shard=lambda w: target_cfg(w.target).get("shard_tokens", 65536),
         dev=device_args(),
@@ -51,6 +79,6 @@ rule extract_features:
     conda:
         ENV
     shell:
-        "{PY} workflow/scripts/extract_features.py --target {input.target} --data {input.data} "
-        "--draft-vocab-size {params.vocab} --dtype {params.dtype} --shard-tokens {params.shard} "
+        "python workflow/scripts/extract_features.py --target {input.target} --data {input.data} "
+        "--vocab {input.vocab} --dtype {params.dtype} --shard-tokens {params.shard} "
         "{params.dev} --out {output} > {log} 2>&1"

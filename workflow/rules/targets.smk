@@ -9,6 +9,7 @@ rule target:
     benchmark:
         f"{RESULTS}/benchmarks/target/{{target}}.tsv"
     params:
+        data_dir=config["data_dir"],
         cfg=lambda w: json_arg(target_cfg(w.target)),
         model_dir=f"{RESULTS}/targets/{{target}}/model",
     threads: config.get("threads", 2)
@@ -19,5 +20,5 @@ rule target:
     conda:
         ENV
     shell:
-        "{PY} workflow/scripts/target.py --name {wildcards.target} --config {params.cfg} "
-        "--data-dir {config[data_dir]} --model-dir {params.model_dir} --out {output} > {log} 2>&1"
+        "python workflow/scripts/target.py --name {wildcards.target} --config {params.cfg} "
+        "--data-dir {params.data_dir} --model-dir {params.model_dir} --out {output} > {log} 2>&1"

@@ -1,0 +1,55 @@
+# Features -> drafters per target x backbone x dataset, and point-wise averaged checkpoints.
+# Only drafter/ is declared: the resumable training state beside it (state/, metrics.parquet)
+# survives a killed job, so re-running the rule continues from the last saved step.
+
+
+rule train:
+    input:
+        target=target_json("{target}"),
+        features=f"{RESULTS}/features/{{target}}/{{dataset}}",
+        warm=warm_start,
+    output:
+        directory(f"{RESULTS}/drafters/{{target}}/{{backbone}}/{{dataset}}/drafter"),
+    log:
+        f"{RESULTS}/logs/train/{{target}}/{{backbone}}/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{target}}/{{backbone}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset="(?!avg-)[^/]+",
+    params:
+        settings=lambda w: json_arg(train_settings(w.backbone)),
+        workdir=lambda w: f"{RESULTS}/drafters/{w.target}/{w.backbone}/{w.dataset}",
+        dev=device_args(),
+    threads: config.get("threads", 2)
+    resources:
+        mem_mb=12000,
+        runtime=240,
+        gpu=config.get("gpus", 0),
+    conda:
+        ENV
+    shell:
+        "python workflow/scripts/train.py --target {input.target} --features {input.features} "
+        "--settings {params.settings} --warm-start '{input.warm}' --workdir {params.workdir} {params.dev} "
+        "> {log} 2>&1"
+
+
+rule average:
+    input:
+        target=target_json("{target}"),
+        members=lambda w: [drafter_dir(w.target, w.backbone, d) for d in config["averages"][w.name]],
+    output:
+        directory(f"{RESULTS}/drafters/{{target}}/{{backbone}}/avg-{{name}}/drafter"),
+    log:
+        f"{RESULTS}/logs/average/{{target}}/{{backbone}}/{{name}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/average/{{target}}/{{backbone}}/{{name}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+        gpu=0,
+    conda:
+        ENV
+    shell:
+        "python workflow/scripts/average.py --target {input.target} --members {input.members} "
+        "--out {output} > {log} 2>&1"

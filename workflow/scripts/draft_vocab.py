@@ -1,0 +1,23 @@
+"""Choose one target's draft vocabulary over all its training mixtures (the N most frequent tokens)."""
+
+import argparse
+import json
+
+from taps.features import write_vocab
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--target", required=True, help="target.json written by the target rule")
+    parser.add_argument("--data", nargs="+", required=True, help="Parquet files written by prepare_data")
+    parser.add_argument("--size", type=int, default=0, help="N; 0 keeps the full vocabulary")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    with open(args.target) as f:
+        vocab_size = json.load(f)["fingerprint"]["vocab_size"]
+    d2t = write_vocab(args.data, vocab_size, args.size or None, args.out)
+    print(f"draft vocabulary: {len(d2t)} of {vocab_size} target tokens")
+
+
+if __name__ == "__main__":
+    main()
