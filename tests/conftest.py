@@ -41,6 +41,15 @@ def echo_drafter(target: TargetModel, config: DrafterConfig = DrafterConfig(), d
     return drafter
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core CPU it costs a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def target() -> TargetModel:
     return tiny_target()

@@ -4,6 +4,8 @@ An untrained drafter is enough for exactness. The first run converts the package
 a cached safetensors directory (about 90 s); later runs load it in a few seconds.
 """
 
+import os
+
 import pytest
 import torch
 
@@ -19,8 +21,11 @@ PROMPTS = ["What is 12 times 7?", "Write a haiku about the sea.",
 
 
 @pytest.fixture(scope="module")
-def gemma():
-    return load_target("gemma-3-270m", device="cpu")
+def gemma(one_thread):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)  # a real model does use every core
+    yield load_target("gemma-3-270m", device="cpu")
+    torch.set_num_threads(threads)
 
 
 def _ids(target, text):

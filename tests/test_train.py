@@ -18,15 +18,6 @@ from taps.tree import additive_mask
 from conftest import tiny_target
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls: threads only add contention on a shared CPU (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_features(target, directory, n_seqs=8, d2t=None, seed=0):
     """Features of random token sequences (length 12..24, the first 4 tokens unmasked), in 2+ shards."""
     g = torch.Generator().manual_seed(seed)

@@ -37,12 +37,14 @@ def sample_token(logits: Tensor, temperature: float, generator: torch.Generator 
 
 
 def verify_greedy(tree: DraftTree, logits: Tensor) -> tuple[list[int], int]:
-    """logits: [N, V] target logits at every node. Returns (accepted node path from the root, bonus)."""
-    best = logits.argmax(-1).tolist()
+    """logits[i]: the target's logits [V] at node i (a [N, V] tensor or a lazy row provider).
+
+    Returns (accepted node path from the root, bonus token). Only the path's rows are read.
+    """
     tokens, children = tree.tokens.tolist(), children_lists(tree.parents)
     path = [0]
     while True:
-        want = best[path[-1]]
+        want = int(logits[path[-1]].argmax())
         nxt = next((c for c in children[path[-1]] if tokens[c] == want), None)
         if nxt is None:
             return path, want
@@ -70,7 +72,7 @@ def verify_sampling(tree: DraftTree, logits: Tensor, temperature: float,
 
 def verify(tree: DraftTree, logits: Tensor, temperature: float,
            generator: torch.Generator | None) -> tuple[list[int], int]:
-    """Dispatch on temperature; logits: [N, V] at every node."""
+    """Dispatch on temperature; logits[i] is node i's target logits row [V]."""
     if temperature == 0:
         return verify_greedy(tree, logits)
     return verify_sampling(tree, logits, temperature, generator)
