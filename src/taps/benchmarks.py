@@ -1,0 +1,179 @@
+"""Evaluation prompts: the user turns of benchmark files, read the same way for every benchmark.
+
+We measure how many drafted tokens the target accepts, not whether its answers are right, so a
+benchmark is only a source of user turns. A `Benchmark` names a JSONL file (one JSON object per
+line) and how to read a record: either `turns_field`, a field holding the list of user turns of
+a multi-turn conversation (MT-Bench "turns"), or `prompt_fields`, fields joined with a single
+space into one user turn (SVAMP "Body" + "Question"); `id_field` names the record's id, or
+the 1-based line number is used. The paper's benchmarks are presets (`BUILTIN`); a config may
+define its own with the same keys (`benchmark_from_config`), with no code change.
+
+`load_prompts` returns `Prompt`s: the first `limit` records, or with a seed a seeded random
+sample of `limit` records kept in file order, so the same config always gives the same prompts.
+Turns after the first are conditioned on the target's own earlier answers: the evaluator
+generates turn by turn and renders each with `build_turn_prompt`, which uses the conversation
+template of `taps.data` (the tokenizer's chat template, else the plain template).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+from taps.data import format_conversation
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """How to read evaluation prompts from one JSONL file; set exactly one of turns_field / prompt_fields."""
+
+    name: str  # label written beside every result of this benchmark
+    path: str  # JSONL file; relative paths resolve against the data directory
+    turns_field: str | None = None  # field holding a list of user turns (multi-turn benchmarks)
+    prompt_fields: tuple[str, ...] | None = None  # fields joined with one space into a single user turn
+    id_field: str | None = None  # field holding the record's id; None: the 1-based line number
+
+    def __post_init__(self):
+        if isinstance(self.prompt_fields, str):  # a single field written without a list
+            object.__setattr__(self, "prompt_fields", (self.prompt_fields,))
+        elif self.prompt_fields is not None:
+            object.__setattr__(self, "prompt_fields", tuple(self.prompt_fields))
+        if (self.turns_field is None) == (self.prompt_fields is None) or self.prompt_fields == ():
+            raise ValueError(
+                f"benchmark {self.name!r}: set exactly one of `turns_field` (a field holding a list of user "
+                f"turns, e.g. 'turns') or `prompt_fields` (a list of fields joined into one user turn, e.g. "
+                f"['Body', 'Question']); got turns_field={self.turns_field!r}, "
+                f"prompt_fields={self.prompt_fields!r}")
+
+    def fields_read(self) -> tuple[str, ...]:
+        """The fields every record must have."""
+        text = (self.turns_field,) if self.turns_field is not None else self.prompt_fields
+        return text + ((self.id_field,) if self.id_field is not None else ())
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One evaluation conversation: the user turns, to be answered one after another."""
+
+    benchmark: str  # the Benchmark's name
+    id: str  # the record's id (its id field, or its 1-based line number)
+    turns: tuple[str, ...]  # user turns, in order; one for single-turn benchmarks
+
+
+# The benchmarks of the paper, by name; files as in the shared data directory (its README).
+BUILTIN = {
+    "mt_bench": Benchmark("mt_bench", "mt_bench.jsonl", turns_field="turns", id_field="question_id"),
+    "gsm8k": Benchmark("gsm8k", "gsm8k_test.jsonl", prompt_fields=("question",)),
+    "math500": Benchmark("math500", "math500.jsonl", prompt_fields=("problem",), id_field="unique_id"),
+    "svamp": Benchmark("svamp", "svamp.jsonl", prompt_fields=("Body", "Question"), id_field="ID"),
+}
+
+SPEC_KEYS = tuple(f.name for f in fields(Benchmark) if f.name != "name")  # keys a config spec may set
+
+
+def benchmark_from_config(name: str, spec: dict | None = None) -> Benchmark:
+    """A built-in benchmark by name (spec None), or the benchmark a config spec defines.
+
+    A spec has the keys of `SPEC_KEYS` (path, turns_field, prompt_fields, id_field) and needs
+    `path` and one of turns_field / prompt_fields.
+    """
+    if spec is None:
+        if name not in BUILTIN:
+            raise ValueError(f"unknown benchmark {name!r}; built-in benchmarks: {', '.join(BUILTIN)}. "
+                             f"To define your own, give it a spec with keys {', '.join(SPEC_KEYS)}")
+        return BUILTIN[name]
+    for key in spec:
+        if key not in SPEC_KEYS:
+            raise ValueError(f"benchmark {name!r}: unknown key {key!r}; known keys: {', '.join(SPEC_KEYS)}")
+    if not spec.get("path"):
+        raise ValueError(f"benchmark {name!r}: the spec needs a `path` (a JSONL file, absolute or relative "
+                         f"to the data directory)")
+    return Benchmark(name=name, **spec)
+
+
+def _record_prompt(benchmark: Benchmark, record, where: str, line_no: int) -> Prompt:
+    """The Prompt of one parsed record; `where` ("file:line") prefixes any error."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for field in benchmark.fields_read():
+        if field not in record:
+            raise ValueError(f"{where}: record lacks field {field!r} (benchmark {benchmark.name!r}); "
+                             f"its fields are {sorted(record)}")
+    if benchmark.turns_field is not None:
+        turns = record[benchmark.turns_field]
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+            raise ValueError(f"{where}: field {benchmark.turns_field!r} must be a non-empty list of strings")
+        turns = tuple(turns)
+    else:
+        for field in benchmark.prompt_fields:
+            if not isinstance(record[field], str):
+                raise ValueError(f"{where}: field {field!r} must be a string, got {type(record[field]).__name__}")
+        turns = (" ".join(record[field] for field in benchmark.prompt_fields),)
+    record_id = record[benchmark.id_field] if benchmark.id_field is not None else line_no
+    return Prompt(benchmark.name, str(record_id), turns)
+
+
+def read_prompts(benchmark: Benchmark, path: Path, limit: int | None = None) -> list[Prompt]:
+    """The prompts of the file's records in order (the first `limit`), one JSON object per line; blank lines skipped."""
+    prompts = []
+    with open(path, encoding="utf-8") as lines:
+        for line_no, line in enumerate(lines, start=1):
+            if limit is not None and len(prompts) >= limit:
+                break
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not a JSON object on one line ({err})") from err
+            prompts.append(_record_prompt(benchmark, record, where, line_no))
+    return prompts
+
+
+def sample_positions(n: int, limit: int, seed: int) -> list[int]:
+    """`limit` of the positions 0..n-1 drawn by a seeded shuffle, in ascending order (all when limit >= n)."""
+    return sorted(random.Random(seed).sample(range(n), min(limit, n)))
+
+
+def load_prompts(benchmark: Benchmark, data_dir: str | Path | None, limit: int | None = None,
+                 seed: int | None = None) -> list[Prompt]:
+    """The benchmark's prompts: the first `limit`, or with `seed` a seeded sample of `limit` in file order.
+
+    Relative paths resolve against `data_dir` (None: the working directory). Record ids must be
+    unique, since results are keyed by (benchmark, id).
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"benchmark {benchmark.name!r}: limit must be positive or None, got {limit}")
+    path = Path(data_dir) / benchmark.path if data_dir is not None else Path(benchmark.path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"benchmark {benchmark.name!r}: file not found: {path}. Put the file there, or set the benchmark's "
+            f"`path` (absolute, or relative to the data directory) or the data directory `data_dir` "
+            f"(now {data_dir})")
+    if seed is None:
+        prompts = read_prompts(benchmark, path, limit)
+    else:
+        prompts = read_prompts(benchmark, path)
+        if limit is not None:
+            prompts = [prompts[i] for i in sample_positions(len(prompts), limit, seed)]
+    repeated = [i for i, count in Counter(prompt.id for prompt in prompts).items() if count > 1]
+    if repeated:
+        raise ValueError(f"benchmark {benchmark.name!r}: id {repeated[0]!r} occurs more than once in {path}; "
+                         f"set `id_field` to a unique field, or None to use line numbers")
+    return prompts
+
+
+def build_turn_prompt(tokenizer, history: Sequence[tuple[str, str]], user_turn: str) -> str:
+    """The text the target continues to answer `user_turn`, after the earlier (user, assistant) turns.
+
+    For MT-Bench's second turn, `history` holds the first question and the target's own answer.
+    Rendered by `taps.data.format_conversation`, with the generation prompt (assistant header).
+    """
+    turns = [turn for user, assistant in history for turn in (("user", user), ("assistant", assistant))]
+    text, _ = format_conversation(tokenizer, turns + [("user", user_turn)], add_generation_prompt=True)
+    return text
