@@ -1,4 +1,4 @@
-"""TAPS: from raw datasets to specialised drafters (and, next, their evaluation and the paper's tables).
+"""TAPS: from raw datasets to specialised drafters, their compositions' evaluation, and the tables.
 
     snakemake --cores all                                  # the CPU reproduction (config/config.yaml)
     snakemake --cores all --configfile config/smoke.yaml   # tiny end-to-end run (CI)
@@ -10,7 +10,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# the default config applies only when none is named: a --configfile replaces it, never merges into it
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -20,8 +24,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/targets.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     input:
         drafter_outputs(),
+        f"{RESULTS}/tables/tau.parquet" if config.get("evaluate") else [],

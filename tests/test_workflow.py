@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -14,7 +15,7 @@ DATA = Path(os.environ.get("TAPS_DATA_DIR", ROOT.parent / "shared" / "data"))
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def _snakemake(*args, cwd=ROOT, timeout=900):
+def _snakemake(*args, cwd=ROOT, timeout=1500):
     return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -34,7 +35,7 @@ def test_a_mistyped_config_key_is_refused_and_named(tmp_path):
 
 
 @pytest.mark.skipif(not (DATA / "gsm8k_train.jsonl").is_file(), reason=f"no benchmark data in {DATA}")
-def test_smoke_dag_reaches_the_drafters_and_the_average(tmp_path):
+def test_smoke_dag_reaches_the_drafters_the_average_and_the_tables(tmp_path):
     results = tmp_path / "results"
     run = _snakemake("--cores", "2", "--configfile", "config/smoke.yaml",
                      "--config", f"results={results}", f"data_dir={DATA}")
@@ -43,4 +44,9 @@ def test_smoke_dag_reaches_the_drafters_and_the_average(tmp_path):
         for name in ("math", "chat", "avg-math+chat"):
             drafter = results / "drafters" / "tiny" / backbone / name / "drafter"
             assert (drafter / "drafter.safetensors").is_file() and (drafter / "drafter.json").is_file()
+    table = pd.read_parquet(results / "tables" / "tau.parquet")
+    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["evaluate"]
+    assert len(table) == 2 * len(smoke["compositions"]) * len(smoke["benchmarks"]) * len(smoke["temperatures"])
+    assert set(table.composition) == set(smoke["compositions"])
+    assert table[table.temperature == 0].identical.all() and (table.tau >= 1).all()
     shutil.rmtree(results)

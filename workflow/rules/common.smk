@@ -51,3 +51,27 @@ def warm_start(w):
     if w.backbone == "hass" and train_settings("hass").get("warm_start"):
         return drafter_dir(w.target, "eagle2", w.dataset)
     return []
+
+
+def composition_drafters(target, backbone, composition):
+    """The drafter directories a configured composition combines (datasets or avg-<name>)."""
+    return [drafter_dir(target, backbone, d) for d in config["evaluate"]["compositions"][composition]["drafters"]]
+
+
+def evaluation_outputs():
+    ev = config.get("evaluate")
+    if not ev:
+        return []
+    return [
+        f"{RESULTS}/eval/{t}/{b}/{c}/{bench}/T{temp}"
+        for t in config["targets"]
+        for b in config["backbones"]
+        for c in ev["compositions"]
+        for bench in ev["benchmarks"]
+        for temp in ev["temperatures"]
+    ]
+
+
+def eval_settings():
+    """prompts, max_new_tokens and tree of the evaluate section (what every evaluation shares)."""
+    return {k: v for k, v in config["evaluate"].items() if k not in ("compositions", "benchmarks", "temperatures")}

@@ -1,0 +1,55 @@
+# Drafters -> evaluation per composition x benchmark x temperature -> tables (all Parquet).
+
+
+rule evaluate:
+    input:
+        target=target_json("{target}"),
+        drafters=lambda w: composition_drafters(w.target, w.backbone, w.composition),
+    output:
+        directory(f"{RESULTS}/eval/{{target}}/{{backbone}}/{{composition}}/{{benchmark}}/T{{temperature}}"),
+    log:
+        f"{RESULTS}/logs/evaluate/{{target}}/{{backbone}}/{{composition}}/{{benchmark}}/T{{temperature}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{target}}/{{backbone}}/{{composition}}/{{benchmark}}/T{{temperature}}.tsv"
+    params:
+        composition=lambda w: json_arg(config["evaluate"]["compositions"][w.composition]),
+        benchmark=lambda w: json_arg(config["evaluate"]["benchmarks"][w.benchmark]),
+        settings=lambda w: json_arg(eval_settings()),
+        data_dir=config["data_dir"],
+        seed=config["seed"],
+        dev=device_args(),
+    threads: config.get("threads", 2)
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=config.get("gpus", 0),
+    conda:
+        ENV
+    shell:
+        "python workflow/scripts/evaluate.py --target {input.target} --drafters {input.drafters} "
+        "--composition {params.composition} --benchmark-name {wildcards.benchmark} --benchmark {params.benchmark} "
+        "--temperature {wildcards.temperature} --settings {params.settings} --data-dir {params.data_dir} "
+        "--seed {params.seed} {params.dev} --label {wildcards.target} {wildcards.backbone} {wildcards.composition} "
+        "--out {output} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        evaluation_outputs(),
+    output:
+        f"{RESULTS}/tables/tau.parquet",
+    log:
+        f"{RESULTS}/logs/tables.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tables.tsv"
+    params:
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    conda:
+        ENV
+    shell:
+        "python workflow/scripts/tables.py --evals {input} --seed {params.seed} --out {output} > {log} 2>&1"

@@ -1,0 +1,57 @@
+"""Evaluate one composition of drafters on one benchmark at one temperature; write raw rows as Parquet."""
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+
+import pandas as pd
+import torch
+
+from taps.benchmarks import benchmark_from_config, load_prompts
+from taps.compose import compose, proposers_for
+from taps.drafter import Drafter
+from taps.evaluate import EvalConfig, evaluate
+from taps.target import load_target_spec
+from taps.tree import TreeConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--target", required=True, help="target.json written by the target rule")
+    parser.add_argument("--drafters", nargs="+", required=True, help="drafter directories, in composition order")
+    parser.add_argument("--composition", required=True, type=json.loads, help="{composition, drafters, options}")
+    parser.add_argument("--benchmark-name", required=True)
+    parser.add_argument("--benchmark", required=True, type=json.loads, help="null (built-in) or a custom spec")
+    parser.add_argument("--temperature", type=float, required=True)
+    parser.add_argument("--settings", required=True, type=json.loads, help="prompts, max_new_tokens, tree")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--label", nargs=3, required=True, metavar=("TARGET", "BACKBONE", "COMPOSITION"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    target = load_target_spec(args.target, device=args.device)
+    tree = TreeConfig(**args.settings.get("tree", {}))
+    proposer = compose(args.composition["composition"],
+                       proposers_for([Drafter.load(d, target) for d in args.drafters], tree),
+                       **args.composition.get("options", {}))
+    benchmark = benchmark_from_config(args.benchmark_name, args.benchmark)
+    prompts = load_prompts(benchmark, args.data_dir, limit=args.settings.get("prompts"), seed=args.seed)
+    config = EvalConfig(args.temperature, args.settings.get("max_new_tokens", 128), args.seed)
+    rows = evaluate(target, proposer, prompts, config)
+    label = dict(zip(("target", "backbone", "composition"), args.label), temperature=args.temperature)
+    tmp = tempfile.mkdtemp(prefix=".eval-", dir=os.path.dirname(os.path.abspath(args.out)))
+    for name, table in (("cycles", rows.cycles), ("nodes", rows.nodes), ("turns", rows.turns)):
+        pd.DataFrame([{**label, **r} for r in table]).to_parquet(os.path.join(tmp, f"{name}.parquet"))
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump({**vars(args), "tree": vars(tree), "eval": vars(config)}, f, indent=2)
+    shutil.rmtree(args.out, ignore_errors=True)
+    os.replace(tmp, args.out)
+
+
+if __name__ == "__main__":
+    main()
