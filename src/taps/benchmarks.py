@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
-from taps.data import format_conversation
+from taps.data import format_conversation, resolve_data_file
 
 
 @dataclass(frozen=True)
@@ -149,12 +149,7 @@ def load_prompts(benchmark: Benchmark, data_dir: str | Path | None, limit: int |
     """
     if limit is not None and limit < 1:
         raise ValueError(f"benchmark {benchmark.name!r}: limit must be positive or None, got {limit}")
-    path = Path(data_dir) / benchmark.path if data_dir is not None else Path(benchmark.path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"benchmark {benchmark.name!r}: file not found: {path}. Put the file there, or set the benchmark's "
-            f"`path` (absolute, or relative to the data directory) or the data directory `data_dir` "
-            f"(now {data_dir})")
+    path = resolve_data_file(benchmark.path, data_dir, f"benchmark {benchmark.name!r}")
     if seed is None:
         prompts = read_prompts(benchmark, path, limit)
     else:

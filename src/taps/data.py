@@ -210,18 +210,21 @@ def read_hub(hub_id: str, split: str = "train", question_field: str = "question"
     return [qa_conversation(row[question_field], row[answer_field]) for row in rows]
 
 
+def resolve_data_file(path: str, data_dir: str | Path | None, what: str) -> Path:
+    """`path` resolved against the data directory; a missing file is one error naming what to set."""
+    full = Path(data_dir) / path if data_dir is not None else Path(path)
+    if not full.is_file():
+        raise FileNotFoundError(
+            f"{what}: file not found: {full}. Put the file there, or set its `path` (absolute, or relative to "
+            f"the data directory) or the data directory `data_dir` (now {data_dir})")
+    return full
+
+
 def load_source(spec: Source, data_dir: str | Path | None = None) -> list[Conversation]:
     """All conversations of one source; relative paths resolve against `data_dir`."""
     if spec.kind == "hub":
         return read_hub(spec.hub_id, spec.split, spec.question_field, spec.answer_field)
-    path = None
-    if spec.path is not None:
-        path = Path(data_dir) / spec.path if data_dir is not None else Path(spec.path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"data source {spec.name!r}: file not found: {path}. Put the file there, or set this source's "
-                f"`path` (absolute, or relative to the data directory) or the data directory `data_dir` "
-                f"(now {data_dir})")
+    path = None if spec.path is None else resolve_data_file(spec.path, data_dir, f"data source {spec.name!r}")
     if spec.kind == "sharegpt":
         return read_sharegpt(path)
     return read_jsonl_qa(path, spec.question_field, spec.answer_field)
