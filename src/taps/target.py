@@ -254,10 +254,21 @@ def write_target_spec(target: TargetModel, model: str, trust_remote_code: bool, 
     os.replace(tmp, path)
 
 
+def _read_spec(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_tokenizer_spec(path: str):
+    """The tokenizer of the target a target.json describes, without loading the model's weights."""
+    spec = _read_spec(path)
+    model, extra = resolve_target(spec["model"])
+    return AutoTokenizer.from_pretrained(model, trust_remote_code=spec["trust_remote_code"], **extra)
+
+
 def load_target_spec(path: str, device: str | torch.device | None = None) -> TargetModel:
     """Load the target a target.json describes; refuse if the model behind it has changed."""
-    with open(path) as f:
-        spec = json.load(f)
+    spec = _read_spec(path)
     target = load_target(spec["model"], device=device, trust_remote_code=spec["trust_remote_code"])
     target.name = spec["fingerprint"]["name"]
     diff = Fingerprint(**spec["fingerprint"]).mismatches(target.fingerprint())

@@ -4,7 +4,7 @@ import argparse
 import json
 
 from taps.data import Source, prepare_dataset
-from taps.target import load_target_spec
+from taps.target import load_tokenizer_spec
 
 
 def main() -> None:
@@ -16,7 +16,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    tokenizer = load_target_spec(args.target, device="cpu").tokenizer
+    tokenizer = load_tokenizer_spec(args.target)
     sources = [Source(name=name, **spec) for name, spec in args.sources.items()]
     rows = prepare_dataset(sources, tokenizer, args.max_length, args.seed, args.out, data_dir=args.data_dir)
     print(json.dumps({"rows": rows}, indent=2))

@@ -3,8 +3,6 @@
 import argparse
 import dataclasses
 import json
-import os
-import shutil
 
 import torch
 
