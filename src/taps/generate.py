@@ -139,14 +139,21 @@ def vanilla_generate(
 
 
 def _record(out: Generation, tree: DraftTree, path: list[int], emitted: int, seconds: float) -> None:
-    """Append one cycle row and its drafted-node rows."""
-    cycle = len(out.cycles)
-    sources = set(tree.source[1:].tolist())
-    out.cycles.append({"cycle": cycle, "accepted": len(path) - 1, "emitted": emitted, "nodes": len(tree),
-                       "drafter": sources.pop() if len(sources) == 1 else -1, "seconds": seconds})
-    on_path = set(path)
+    """Append one cycle row and its drafted-node rows.
+
+    `accepted` counts the drafted tokens that were emitted (a path cut by max_new_tokens or EOS
+    counts only up to the cut). `drafter` is the tree's drafter when one drafter grew it (the
+    routed choice); for a merged tree, the drafter of the last accepted node (-1 if none).
+    """
+    cycle, accepted = len(out.cycles), min(len(path) - 1, emitted)
+    src = tree.source.tolist()
+    sources = set(src[1:])
+    drafter = sources.pop() if len(sources) == 1 else src[path[accepted]] if accepted else -1
+    out.cycles.append({"cycle": cycle, "accepted": accepted, "emitted": emitted, "nodes": len(tree),
+                       "drafter": drafter, "seconds": seconds})
+    on_path = set(path[: accepted + 1])
     depths, conf = tree.depths.tolist(), tree.confidence.tolist()
-    prob, ent, src = tree.prob.tolist(), tree.entropy.tolist(), tree.source.tolist()
+    prob, ent = tree.prob.tolist(), tree.entropy.tolist()
     for i in range(1, len(tree)):
         out.nodes.append({"cycle": cycle, "node": i, "depth": depths[i], "confidence": conf[i], "prob": prob[i],
                           "entropy": ent[i], "accepted": i in on_path, "drafter": src[i]})

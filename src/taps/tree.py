@@ -100,6 +100,22 @@ def children_lists(parents: Tensor) -> list[list[int]]:
     return children
 
 
+def follow(tree: DraftTree, continuation: list[int]) -> list[int]:
+    """Node path from the root whose tokens spell the longest prefix of `continuation`.
+
+    It is the walk greedy verification makes when `continuation` is the target's own greedy output
+    after the root: at each node, move to the first child holding the next token.
+    """
+    tokens, children = tree.tokens.tolist(), children_lists(tree.parents)
+    path = [0]
+    for want in continuation:
+        nxt = next((c for c in children[path[-1]] if tokens[c] == want), None)
+        if nxt is None:
+            break
+        path.append(nxt)
+    return path
+
+
 def leaf_paths(parents: Tensor) -> Tensor:
     """[P, max_depth + 1] long: one row per leaf, its root-to-leaf node indices, padded with -1."""
     children = children_lists(parents)

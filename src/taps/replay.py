@@ -1,0 +1,95 @@
+"""Replay at temperature 0: a proposer's acceptance lengths without a verification pass per cycle.
+
+At T=0 the target's output does not depend on the drafter: it is the greedy continuation the
+vanilla loop produced (the reference). Greedy verification of a tree accepts the path that
+spells the longest prefix of the reference's remainder and then emits the reference's next
+token. So a tree can be scored by walking it along the reference (`taps.tree.follow`); the
+only target work left is the features the drafters condition on, which one prefill-style pass
+over prompt + reference gives, instead of one target pass per cycle.
+
+That pass also checks the reference: the target's argmax at every position must be the next
+reference token, and the reference must end at EOS or at max_new_tokens. A wrong reference
+(another target, another max_new_tokens) is refused rather than scored.
+
+The engine takes the drafters' features from its tree passes, replay from one pass over the
+sequence; they differ by float rounding only, so trees and acceptance lengths are the same
+unless two of a drafter's candidates tie to within rounding. Tests check that replay's rows
+equal the engine's on the tiny target and on Gemma, and `taps.evaluate` compares them again on
+every prompt it times with the engine.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+
+from taps.generate import Generation, Proposer, _record, _stop, chain
+from taps.target import TargetModel
+from taps.tree import follow
+
+
+def _check_length(reference: list[int], max_new_tokens: int, eos: set[int]) -> None:
+    early = [i for i, t in enumerate(reference[:-1]) if t in eos]
+    ended = len(reference) == max_new_tokens or reference[-1] in eos
+    if not reference or not ended or early or len(reference) > max_new_tokens:
+        raise ValueError(f"replay: a reference of {len(reference)} tokens must end at EOS or at max_new_tokens="
+                         f"{max_new_tokens} and hold no earlier EOS (EOS at {early}); build it with the vanilla "
+                         "loop and the same max_new_tokens")
+
+
+def _checked_features(target: TargetModel, prompt: Tensor, reference: list[int], chunk: int = 64) -> Tensor:
+    """Features of prompt + reference[:-1] ([L + n - 1, H]); raises unless every reference token is
+    the target's argmax after what precedes it (the full-vocabulary head, a chunk of rows at a time)."""
+    seq = torch.cat([prompt, torch.tensor(reference[:-1], dtype=prompt.dtype)])
+    features = target.forward(seq, chain(seq.numel()), target.new_cache())
+    first = prompt.numel() - 1  # this row predicts reference[0]
+    for lo in range(first, seq.numel(), chunk):
+        got = target.logits(features[lo: lo + chunk]).argmax(-1).tolist()
+        for i, (want, have) in enumerate(zip(reference[lo - first:], got), start=lo - first):
+            if want != have:
+                raise ValueError(f"replay: the reference is not this target's greedy continuation: token {i} is "
+                                 f"{want} but the target's argmax is {have}; build it with the same target and "
+                                 "prompt")
+    return features
+
+
+@torch.no_grad()
+def replay_greedy(
+    target: TargetModel,
+    proposer: Proposer,
+    prompt: Tensor,
+    reference: list[int],
+    max_new_tokens: int,
+    eos_token_ids: set[int] | None = None,
+) -> Generation:
+    """The greedy speculative loop's records for `proposer`, scored against the target's own output.
+
+    reference: the vanilla loop's greedy tokens for `prompt` (`Generation.tokens`, same
+    max_new_tokens). Returns the Generation `speculative_generate` would return at T=0: the
+    same tokens, cycle rows and node rows, except that `seconds` time the drafting alone.
+    """
+    eos = target.eos_token_ids if eos_token_ids is None else eos_token_ids
+    _check_length(reference, max_new_tokens, eos)
+    start = time.perf_counter()
+    proposer.reset()
+    features = _checked_features(target, prompt, reference)
+    n_prompt = prompt.numel()
+    proposer.commit(features[:n_prompt], torch.cat([prompt[1:], torch.tensor(reference[:1], dtype=prompt.dtype)]))
+    out = Generation(tokens=reference[:1], prefill_seconds=time.perf_counter() - start)
+    while len(out.tokens) < max_new_tokens and out.tokens[-1] not in eos:
+        tick = time.perf_counter()
+        done = len(out.tokens)
+        tree = proposer.propose(reference[done - 1])
+        path = follow(tree, reference[done:])
+        new = reference[done: done + len(path)]  # accepted tokens and the target's own next token
+        emitted = _stop(new, max_new_tokens - done, eos)
+        out.tokens += emitted
+        _record(out, tree, path, len(emitted), time.perf_counter() - tick)
+        if len(out.tokens) >= len(reference):
+            break
+        rows = [n_prompt + done - 1 + i for i in range(len(path))]  # root and accepted nodes' positions
+        proposer.commit(features[rows], torch.tensor(new))
+    out.seconds = time.perf_counter() - start
+    return out
