@@ -1,5 +1,8 @@
 """Evaluation: side-by-side rows, the greedy losslessness check, history from the target's own answers."""
 
+import math
+
+import pandas as pd
 import pytest
 import torch
 
@@ -7,7 +10,8 @@ import taps.evaluate
 import taps.generate
 from taps import EagleProposer, TreeConfig, load_target
 from taps.benchmarks import Prompt
-from taps.evaluate import EvalConfig, evaluate
+from taps.evaluate import EvalConfig, evaluate, reference_rows
+from taps.report import tau_table
 from taps.tiny import TinyTargetConfig, build_tiny_target
 from taps.tree import children_lists
 from conftest import echo_drafter
@@ -80,3 +84,51 @@ def test_a_lossy_engine_is_caught_at_temperature_zero(tiny, monkeypatch):
 def test_eval_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         EvalConfig(**kwargs)
+
+
+def test_replay_gives_the_engines_rows_and_times_only_the_first_prompts(tiny):
+    target, proposer = tiny
+    engine = evaluate(target, proposer, PROMPTS, EvalConfig(max_new_tokens=20), progress=False)
+    references = reference_rows(target, PROMPTS, EvalConfig(max_new_tokens=20), progress=False)
+    replayed = evaluate(target, proposer, PROMPTS, EvalConfig(max_new_tokens=20, replay=True, timed_prompts=1),
+                        references=references, progress=False)
+    assert _without_time(replayed.cycles) == _without_time(engine.cycles)
+    assert [n["accepted"] for n in replayed.nodes] == [n["accepted"] for n in engine.nodes]
+    assert [(t["prompt"], t["turn"], t["mode"], t["replay_matches"]) for t in replayed.turns] == [
+        ("a", 0, "engine", True), ("b", 0, "replay", None), ("b", 1, "replay", None)]
+    assert all(math.isnan(t["seconds"]) and math.isnan(t["vanilla_seconds"]) for t in replayed.turns[1:])
+    assert [(t["new_tokens"], t["passes"]) for t in replayed.turns] == [(t["new_tokens"], t["passes"])
+                                                                        for t in engine.turns]
+    # without references, evaluate builds them itself; at T=1 replay does not apply
+    assert _without_time(evaluate(target, proposer, PROMPTS, EvalConfig(max_new_tokens=20, replay=True),
+                                  progress=False).cycles) == _without_time(engine.cycles)
+    sampled = evaluate(target, proposer, PROMPTS[:1], EvalConfig(1.0, 10, replay=True, timed_prompts=0),
+                       progress=False)
+    assert [t["mode"] for t in sampled.turns] == ["engine"]
+
+
+def test_references_of_other_prompts_are_refused(tiny):
+    target, proposer = tiny
+    other = [Prompt("custom", "a", ("Another question entirely?",))]
+    references = reference_rows(target, other, EvalConfig(max_new_tokens=8), progress=False)
+    config = EvalConfig(max_new_tokens=8, replay=True, timed_prompts=0)
+    with pytest.raises(ValueError, match="holds another prompt text for prompt 'a' turn 0"):
+        evaluate(target, proposer, PROMPTS, config, references=references, progress=False)
+    with pytest.raises(ValueError, match="has no row for prompt 'b' turn 0"):
+        evaluate(target, proposer, PROMPTS, config, progress=False,
+                 references=reference_rows(target, PROMPTS[:1], EvalConfig(max_new_tokens=8), progress=False))
+
+
+def test_tau_table_times_only_engine_turns_and_counts_replay_mismatches():
+    key = {"target": "t", "backbone": "eagle2", "composition": "c", "benchmark": "b", "temperature": 0.0}
+    nan = float("nan")
+    turns = pd.DataFrame([
+        {**key, "prompt": "p1", "turn": 0, "mode": "engine", "new_tokens": 20, "passes": 10, "seconds": 2.0,
+         "vanilla_new_tokens": 20, "vanilla_seconds": 4.0, "identical": True, "replay_matches": False},
+        {**key, "prompt": "p2", "turn": 0, "mode": "replay", "new_tokens": 30, "passes": 10, "seconds": nan,
+         "vanilla_new_tokens": 30, "vanilla_seconds": nan, "identical": None, "replay_matches": None},
+    ])
+    row = tau_table(turns).iloc[0]
+    assert (row.prompts, row.timed_prompts, row.replay_mismatches) == (2, 1, 1)
+    assert row.tau == 2.5 and row.tokens_per_s == 10.0 and row.vanilla_tokens_per_s == 5.0 and row.speedup == 2.0
+    assert row.identical

@@ -7,9 +7,17 @@ token (a mismatch is a bug and stops the evaluation), and a multi-turn prompt (M
 conditioned on the target's own earlier answers, taken from the vanilla run. Both runs of a
 turn draw from generators seeded by (seed, prompt index, turn).
 
+Replay (`EvalConfig.replay`, temperature 0 only): the target's greedy output does not depend
+on the drafters, so the vanilla loop runs once per turn for all compositions
+(`reference_rows`, the workflow's `reference` rule) and each composition is scored against it
+by `taps.replay`, without a verification pass per cycle. The first `timed_prompts` prompts
+still run the engine side by side with vanilla: they give tokens/s, and replay is compared
+with the engine there (column `replay_matches`).
+
 Results are raw rows, ready for Parquet: one per decoding cycle, one per drafted node, and one
-per prompt turn (tokens, verification passes, wall time of both loops). Acceptance length and
-its confidence interval are computed from them by `taps.metrics`, never stored pre-averaged.
+per prompt turn (tokens, verification passes, wall time of both loops; NaN where a turn was
+replayed, not timed). Acceptance length and its confidence interval are computed from them by
+`taps.metrics`, never stored pre-averaged.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ import torch
 from tqdm import tqdm
 
 from taps.benchmarks import Prompt, build_turn_prompt
-from taps.generate import Proposer, speculative_generate, vanilla_generate
+from taps.generate import Generation, Proposer, speculative_generate, vanilla_generate
+from taps.replay import replay_greedy
 from taps.target import TargetModel
 
 
@@ -31,12 +40,16 @@ class EvalConfig:
     temperature: float = 0.0  # 0: greedy (checked token for token against vanilla); > 0: sampling
     max_new_tokens: int = 128  # per turn
     seed: int = 0  # seeds every turn's generators, with the prompt index and turn number
+    replay: bool = False  # at T=0: score turns against the vanilla output instead of verifying (taps.replay)
+    timed_prompts: int = 1  # with replay: the first n prompts also run the engine and vanilla side by side
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
             raise ValueError(f"EvalConfig.temperature must be >= 0, got {self.temperature}")
         if self.max_new_tokens < 1:
             raise ValueError(f"EvalConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.timed_prompts < 0:
+            raise ValueError(f"EvalConfig.timed_prompts must be >= 0, got {self.timed_prompts}")
 
 
 @dataclass
@@ -45,7 +58,7 @@ class EvalRows:
 
     cycles: list[dict]  # prompt, turn, cycle, accepted, emitted, nodes, drafter, seconds
     nodes: list[dict]  # prompt, turn, cycle, node, depth, confidence, prob, entropy, accepted, drafter
-    turns: list[dict]  # prompt, turn, prompt_tokens, new_tokens, passes, seconds, vanilla_seconds, ...
+    turns: list[dict]  # prompt, turn, mode (engine | replay), new_tokens, passes, seconds, vanilla_seconds, ...
 
 
 def _generator(seed: int, prompt: int, turn: int) -> torch.Generator:
@@ -65,26 +78,82 @@ def evaluate_turn(target: TargetModel, proposer: Proposer, ids: torch.Tensor, co
     return vanilla, spec
 
 
+def _ids(tokenizer, history: list[tuple[str, str]], text: str) -> torch.Tensor:
+    return torch.tensor(tokenizer(build_turn_prompt(tokenizer, history, text), add_special_tokens=False).input_ids)
+
+
+def reference_rows(target: TargetModel, prompts: list[Prompt], config: EvalConfig,
+                   progress: bool = True) -> list[dict]:
+    """The vanilla loop once per turn: one row per turn with its prompt ids and generated tokens.
+
+    At temperature 0 this is the target's deterministic output, which every composition is
+    replayed against; later turns are conditioned on these answers, as in `evaluate`.
+    """
+    rows, tokenizer = [], target.tokenizer
+    for index, prompt in enumerate(tqdm(prompts, desc="reference", disable=not progress)):
+        history: list[tuple[str, str]] = []
+        for turn, text in enumerate(prompt.turns):
+            ids = _ids(tokenizer, history, text)
+            out = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
+                                   _generator(config.seed, index, turn))
+            rows.append({"benchmark": prompt.benchmark, "prompt": prompt.id, "turn": turn, "prompt_ids": ids.tolist(),
+                         "tokens": out.tokens, "seconds": out.seconds - out.prefill_seconds})
+            history.append((text, tokenizer.decode(out.tokens, skip_special_tokens=True)))
+    return rows
+
+
+def _same_records(a: Generation, b: Generation) -> bool:
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    return a.tokens == b.tokens and strip(a.cycles) == strip(b.cycles)
+
+
 def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], config: EvalConfig,
-             progress: bool = True) -> EvalRows:
-    """Decode every turn of every prompt with both loops and collect the raw rows."""
+             references: list[dict] | None = None, progress: bool = True) -> EvalRows:
+    """Decode every turn of every prompt and collect the raw rows.
+
+    Without replay, each turn runs vanilla and the engine side by side. With replay (T=0), turns
+    of the first `timed_prompts` prompts do that too, and every other turn is replayed against
+    `references` (`reference_rows` of the same prompts and config; computed here when None).
+    """
+    replay = config.replay and config.temperature == 0
+    if replay and references is None:
+        references = reference_rows(target, prompts, config, progress)
+    refs = {(r["prompt"], r["turn"]): r for r in references or []}
     rows = EvalRows([], [], [])
     tokenizer = target.tokenizer
     for index, prompt in enumerate(tqdm(prompts, desc="prompts", disable=not progress)):
         history: list[tuple[str, str]] = []
         for turn, text in enumerate(prompt.turns):
-            ids = torch.tensor(tokenizer(build_turn_prompt(tokenizer, history, text),
-                                         add_special_tokens=False).input_ids)
-            vanilla, spec = evaluate_turn(target, proposer, ids, config, index, turn)
+            ids = _ids(tokenizer, history, text)
             key = {"benchmark": prompt.benchmark, "prompt": prompt.id, "turn": turn}
+            ref = _reference(refs, key, ids) if replay else None
+            timed = not replay or index < config.timed_prompts
+            if timed:
+                vanilla, spec = evaluate_turn(target, proposer, ids, config, index, turn)
+                answer, vanilla_seconds = vanilla.tokens, vanilla.seconds - vanilla.prefill_seconds
+                matches = _same_records(replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens),
+                                        spec) if replay else None
+            else:
+                spec = replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens)
+                answer, vanilla_seconds, matches = ref["tokens"], float("nan"), None
             rows.cycles += [{**key, **c} for c in spec.cycles]
             rows.nodes += [{**key, **n} for n in spec.nodes]
             rows.turns.append({
-                **key, "prompt_tokens": len(ids), "new_tokens": len(spec.tokens) - 1, "passes": len(spec.cycles),
-                "seconds": spec.seconds - spec.prefill_seconds,
-                "vanilla_new_tokens": len(vanilla.tokens) - 1,
-                "vanilla_seconds": vanilla.seconds - vanilla.prefill_seconds,
-                "identical": spec.tokens == vanilla.tokens,
+                **key, "mode": "engine" if timed else "replay", "prompt_tokens": len(ids),
+                "new_tokens": len(spec.tokens) - 1, "passes": len(spec.cycles),
+                "seconds": spec.seconds - spec.prefill_seconds if timed else float("nan"),
+                "vanilla_new_tokens": len(answer) - 1, "vanilla_seconds": vanilla_seconds,
+                "identical": spec.tokens == answer if timed else None, "replay_matches": matches,
             })
-            history.append((text, tokenizer.decode(vanilla.tokens, skip_special_tokens=True)))
+            history.append((text, tokenizer.decode(answer, skip_special_tokens=True)))
     return rows
+
+
+def _reference(refs: dict, key: dict, ids: torch.Tensor) -> dict:
+    ref = refs.get((key["prompt"], key["turn"]))
+    if ref is None or list(ref["prompt_ids"]) != ids.tolist():
+        what = "has no row for" if ref is None else "holds another prompt text for"
+        raise ValueError(f"the reference {what} prompt {key['prompt']!r} turn {key['turn']}; build references "
+                         "(the `reference` rule, taps.evaluate.reference_rows) for the same target, benchmark, "
+                         "prompts, max_new_tokens and seed")
+    return {**ref, "tokens": list(ref["tokens"])}
