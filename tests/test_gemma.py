@@ -12,6 +12,8 @@ import torch
 from taps import Drafter, DrafterConfig, EagleProposer, TreeConfig, load_target, speculative_generate, vanilla_generate
 from taps.data import format_conversation
 from taps.generate import chain
+from taps.replay import replay_greedy
+from test_replay import assert_same_records
 
 pytestmark = pytest.mark.gemma
 
@@ -53,3 +55,29 @@ def test_gemma_sliding_window_beyond_512_tokens_matches_the_model(gemma):
     cache = gemma.new_cache()
     got = gemma.logits(gemma.forward(ids, chain(600), cache)[-4:])
     assert torch.allclose(got, expected, atol=1e-3, rtol=1e-4)
+
+
+def _feature_echo_drafter(target):
+    """An untrained drafter that passes the target's feature through: it proposes the target's
+    top tokens of the previous position, which Gemma accepts now and then (enough to test replay)."""
+    drafter = Drafter(target, DrafterConfig(draft_vocab_size=4096), d2t=torch.arange(4096))
+    hidden = target.hidden_size
+    with torch.no_grad():
+        drafter.fc.weight.zero_()
+        drafter.fc.weight[:, hidden:] = torch.eye(hidden)
+        for layer in drafter.layer.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    return drafter
+
+
+def test_gemma_replay_equals_the_engine(gemma):
+    proposer = EagleProposer(_feature_echo_drafter(gemma), TreeConfig(total_tokens=24, depth=3, top_k=6))
+    accepted = 0
+    for text in PROMPTS:
+        ids = _ids(gemma, text)
+        reference = vanilla_generate(gemma, ids, 24).tokens
+        engine = speculative_generate(gemma, proposer, ids, 24)
+        assert_same_records(engine, replay_greedy(gemma, proposer, ids, reference, 24))
+        accepted += sum(c["accepted"] for c in engine.cycles)
+    assert accepted > 0

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from taps.compose import COMPOSITIONS
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TAPS_DATA_DIR", ROOT.parent / "shared" / "data"))
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -48,5 +50,10 @@ def test_smoke_dag_reaches_the_drafters_the_average_and_the_tables(tmp_path):
     smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["evaluate"]
     assert len(table) == 2 * len(smoke["compositions"]) * len(smoke["benchmarks"]) * len(smoke["temperatures"])
     assert set(table.composition) == set(smoke["compositions"])
+    assert {c["composition"] for c in smoke["compositions"].values()} == set(COMPOSITIONS)
     assert table[table.temperature == 0].identical.all() and (table.tau >= 1).all()
+    # T=0 replays against one reference per benchmark and times the first prompt; T=1 runs the engine
+    assert (results / "references" / "tiny" / "mt_bench.parquet").is_file()
+    assert (table[table.temperature == 0].timed_prompts == 1).all() and (table.replay_mismatches == 0).all()
+    assert (table[table.temperature == 1].timed_prompts == smoke["prompts"]).all()
     shutil.rmtree(results)

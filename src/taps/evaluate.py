@@ -22,7 +22,10 @@ replayed, not timed). Acceptance length and its confidence interval are computed
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+import pandas as pd
 
 import torch
 from tqdm import tqdm
@@ -102,6 +105,28 @@ def reference_rows(target: TargetModel, prompts: list[Prompt], config: EvalConfi
     return rows
 
 
+REFERENCE_COLUMNS = ("benchmark", "prompt", "turn", "prompt_ids", "tokens", "seconds")
+
+
+def write_references(rows: list[dict], path: str) -> None:
+    """`reference_rows` as Parquet, written atomically."""
+    pd.DataFrame(rows, columns=list(REFERENCE_COLUMNS)).to_parquet(f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
+
+
+def read_references(path: str) -> list[dict]:
+    """Rows written by `write_references`; one clear error for a missing or foreign file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no references at {path}: build them with the workflow's `reference` rule "
+                                "(taps.evaluate.reference_rows)")
+    table = pd.read_parquet(path)
+    missing = [c for c in REFERENCE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path} is not a references table: columns {missing} are missing")
+    return [{**r, "prompt_ids": [int(t) for t in r["prompt_ids"]], "tokens": [int(t) for t in r["tokens"]]}
+            for r in table.to_dict("records")]
+
+
 def _same_records(a: Generation, b: Generation) -> bool:
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     return a.tokens == b.tokens and strip(a.cycles) == strip(b.cycles)
@@ -151,9 +176,9 @@ def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], con
 
 def _reference(refs: dict, key: dict, ids: torch.Tensor) -> dict:
     ref = refs.get((key["prompt"], key["turn"]))
-    if ref is None or list(ref["prompt_ids"]) != ids.tolist():
+    if ref is None or ref["prompt_ids"] != ids.tolist():
         what = "has no row for" if ref is None else "holds another prompt text for"
         raise ValueError(f"the reference {what} prompt {key['prompt']!r} turn {key['turn']}; build references "
                          "(the `reference` rule, taps.evaluate.reference_rows) for the same target, benchmark, "
                          "prompts, max_new_tokens and seed")
-    return {**ref, "tokens": list(ref["tokens"])}
+    return ref

@@ -72,6 +72,13 @@ def evaluation_outputs():
     ]
 
 
+def reference_input(target, benchmark, temperature):
+    """The greedy references a T=0 evaluation replays against, when evaluate.replay is on."""
+    if config["evaluate"].get("replay") and float(temperature) == 0:
+        return f"{RESULTS}/references/{target}/{benchmark}.parquet"
+    return []
+
+
 def eval_settings():
     """prompts, max_new_tokens and tree of the evaluate section (what every evaluation shares)."""
     return {k: v for k, v in config["evaluate"].items() if k not in ("compositions", "benchmarks", "temperatures")}

@@ -1,10 +1,41 @@
 # Drafters -> evaluation per composition x benchmark x temperature -> tables (all Parquet).
+# With evaluate.replay, the target's greedy output is computed once per target x benchmark
+# (rule reference) and every T=0 evaluation replays its compositions against it.
+
+
+rule reference:
+    input:
+        target=target_json("{target}"),
+    output:
+        f"{RESULTS}/references/{{target}}/{{benchmark}}.parquet",
+    log:
+        f"{RESULTS}/logs/reference/{{target}}/{{benchmark}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/reference/{{target}}/{{benchmark}}.tsv"
+    params:
+        benchmark=lambda w: json_arg(config["evaluate"]["benchmarks"][w.benchmark]),
+        settings=lambda w: json_arg({k: v for k, v in eval_settings().items() if k in ("prompts", "max_new_tokens")}),
+        data_dir=config["data_dir"],
+        seed=config["seed"],
+        dev=device_args(),
+    threads: config.get("threads", 2)
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=config.get("gpus", 0),
+    conda:
+        ENV
+    shell:
+        "python workflow/scripts/reference.py --target {input.target} --benchmark-name {wildcards.benchmark} "
+        "--benchmark {params.benchmark} --settings {params.settings} --data-dir {params.data_dir} "
+        "--seed {params.seed} {params.dev} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
     input:
         target=target_json("{target}"),
         drafters=lambda w: composition_drafters(w.target, w.backbone, w.composition),
+        references=lambda w: reference_input(w.target, w.benchmark, w.temperature),
     output:
         directory(f"{RESULTS}/eval/{{target}}/{{backbone}}/{{composition}}/{{benchmark}}/T{{temperature}}"),
     log:
@@ -29,6 +60,7 @@ rule evaluate:
         "python workflow/scripts/evaluate.py --target {input.target} --drafters {input.drafters} "
         "--composition {params.composition} --benchmark-name {wildcards.benchmark} --benchmark {params.benchmark} "
         "--temperature {wildcards.temperature} --settings {params.settings} --data-dir {params.data_dir} "
+        "--references '{input.references}' "
         "--seed {params.seed} {params.dev} --label {wildcards.target} {wildcards.backbone} {wildcards.composition} "
         "--out {output} > {log} 2>&1"
 

@@ -12,7 +12,7 @@ import torch
 from taps.benchmarks import benchmark_from_config, load_prompts
 from taps.compose import compose, proposers_for
 from taps.drafter import Drafter
-from taps.evaluate import EvalConfig, evaluate
+from taps.evaluate import EvalConfig, evaluate, read_references
 from taps.target import load_target_spec
 from taps.tree import TreeConfig
 
@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--benchmark", required=True, type=json.loads, help="null (built-in) or a custom spec")
     parser.add_argument("--temperature", type=float, required=True)
     parser.add_argument("--settings", required=True, type=json.loads, help="prompts, max_new_tokens, tree")
+    parser.add_argument("--references", default="", help="greedy references (rule reference) to replay T=0 against")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--label", nargs=3, required=True, metavar=("TARGET", "BACKBONE", "COMPOSITION"))
@@ -41,8 +42,10 @@ def main() -> None:
                        **args.composition.get("options", {}))
     benchmark = benchmark_from_config(args.benchmark_name, args.benchmark)
     prompts = load_prompts(benchmark, args.data_dir, limit=args.settings.get("prompts"), seed=args.seed)
-    config = EvalConfig(args.temperature, args.settings.get("max_new_tokens", 128), args.seed)
-    rows = evaluate(target, proposer, prompts, config)
+    config = EvalConfig(args.temperature, args.settings.get("max_new_tokens", 128), args.seed,
+                        args.settings.get("replay", False), args.settings.get("timed_prompts", 1))
+    references = read_references(args.references) if args.references else None
+    rows = evaluate(target, proposer, prompts, config, references=references)
     label = dict(zip(("target", "backbone", "composition"), args.label), temperature=args.temperature)
     tmp = tempfile.mkdtemp(prefix=".eval-", dir=os.path.dirname(os.path.abspath(args.out)))
     for name, table in (("cycles", rows.cycles), ("nodes", rows.nodes), ("turns", rows.turns)):
