@@ -12,7 +12,7 @@ from test_compose import VARIANTS, _drafters
 from test_generate import SHAPES, _prompts
 from conftest import echo_drafter, tiny_target
 
-NODE_EXACT = ("cycle", "node", "depth", "accepted", "drafter")
+NODE_EXACT = ("cycle", "node", "token", "depth", "accepted", "drafter")
 
 
 def assert_same_records(engine, replay):
@@ -21,8 +21,8 @@ def assert_same_records(engine, replay):
     assert replay.tokens == engine.tokens
     assert strip(replay.cycles) == strip(engine.cycles)
     assert [[n[k] for k in NODE_EXACT] for n in replay.nodes] == [[n[k] for k in NODE_EXACT] for n in engine.nodes]
-    for a, b in zip(replay.nodes, engine.nodes):
-        assert all(math.isclose(a[k], b[k], rel_tol=1e-4, abs_tol=1e-6) for k in ("confidence", "prob", "entropy"))
+    for a, b in zip(replay.nodes, engine.nodes):  # features from one pass vs. tree passes: float rounding
+        assert all(math.isclose(a[k], b[k], rel_tol=1e-3, abs_tol=1e-4) for k in ("confidence", "prob", "entropy"))
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -153,7 +153,8 @@ def _record(out: Generation, tree: DraftTree, path: list[int], emitted: int, sec
                        "drafter": drafter, "seconds": seconds})
     on_path = set(path[: accepted + 1])
     depths, conf = tree.depths.tolist(), tree.confidence.tolist()
-    prob, ent = tree.prob.tolist(), tree.entropy.tolist()
+    prob, ent, tokens = tree.prob.tolist(), tree.entropy.tolist(), tree.tokens.tolist()
     for i in range(1, len(tree)):
-        out.nodes.append({"cycle": cycle, "node": i, "depth": depths[i], "confidence": conf[i], "prob": prob[i],
+        out.nodes.append({"cycle": cycle, "node": i, "token": tokens[i], "depth": depths[i], "confidence": conf[i],
+                          "prob": prob[i],
                           "entropy": ent[i], "accepted": i in on_path, "drafter": src[i]})
