@@ -132,3 +132,18 @@ def test_tau_table_times_only_engine_turns_and_counts_replay_mismatches():
     assert (row.prompts, row.timed_prompts, row.replay_mismatches) == (2, 1, 1)
     assert row.tau == 2.5 and row.tokens_per_s == 10.0 and row.vanilla_tokens_per_s == 5.0 and row.speedup == 2.0
     assert row.identical
+
+
+def test_a_replay_that_differs_from_the_engine_is_flagged(tiny, monkeypatch):
+    target, proposer = tiny
+    real = taps.evaluate.replay_greedy
+
+    def off_by_one_node(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.nodes[0] = {**out.nodes[0], "accepted": not out.nodes[0]["accepted"]}
+        return out
+
+    monkeypatch.setattr(taps.evaluate, "replay_greedy", off_by_one_node)
+    rows = evaluate(target, proposer, PROMPTS, EvalConfig(max_new_tokens=20, replay=True, timed_prompts=2),
+                    progress=False)
+    assert [t["replay_matches"] for t in rows.turns] == [False, False, False]

@@ -128,8 +128,10 @@ def read_references(path: str) -> list[dict]:
 
 
 def _same_records(a: Generation, b: Generation) -> bool:
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    return a.tokens == b.tokens and strip(a.cycles) == strip(b.cycles)
+    """Same output, cycle rows (wall time aside), and drafted tokens with their acceptance."""
+    cycles = lambda g: [{k: v for k, v in r.items() if k != "seconds"} for r in g.cycles]  # noqa: E731
+    nodes = lambda g: [(n["cycle"], n["node"], n["token"], n["accepted"], n["drafter"]) for n in g.nodes]  # noqa: E731
+    return a.tokens == b.tokens and cycles(a) == cycles(b) and nodes(a) == nodes(b)
 
 
 def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], config: EvalConfig,
