@@ -62,7 +62,7 @@ def chain(n: int) -> Tensor:
     return torch.arange(-1, n - 1)
 
 
-def _stop(tokens: list[int], room: int, eos: set[int]) -> list[int]:
+def cut_new_tokens(tokens: list[int], room: int, eos: set[int]) -> list[int]:
     """Cut new tokens to the room left and just after the first EOS."""
     tokens = tokens[:room]
     for i, t in enumerate(tokens):
@@ -102,9 +102,9 @@ def speculative_generate(
         path, bonus = verify(tree, NodeLogits(target, features), temperature, generator)
         target.compact(cache, past, torch.tensor(path))
         new = tree.tokens[path[1:]].tolist() + [bonus]
-        emitted = _stop(new, max_new_tokens - len(out.tokens), eos)
+        emitted = cut_new_tokens(new, max_new_tokens - len(out.tokens), eos)
         out.tokens += emitted
-        _record(out, tree, path, len(emitted), time.perf_counter() - tick)
+        record_cycle(out, tree, path, len(emitted), time.perf_counter() - tick)
         if len(emitted) < len(new) or emitted[-1] in eos or len(out.tokens) >= max_new_tokens:
             break
         proposer.commit(features[path], torch.tensor(new))
@@ -138,7 +138,7 @@ def vanilla_generate(
     return out
 
 
-def _record(out: Generation, tree: DraftTree, path: list[int], emitted: int, seconds: float) -> None:
+def record_cycle(out: Generation, tree: DraftTree, path: list[int], emitted: int, seconds: float) -> None:
     """Append one cycle row and its drafted-node rows.
 
     `accepted` counts the drafted tokens that were emitted (a path cut by max_new_tokens or EOS

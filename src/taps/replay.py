@@ -25,7 +25,7 @@ import time
 import torch
 from torch import Tensor
 
-from taps.generate import Generation, Proposer, _record, _stop, chain
+from taps.generate import Generation, Proposer, chain, cut_new_tokens, record_cycle
 from taps.target import TargetModel
 from taps.tree import follow
 
@@ -84,9 +84,9 @@ def replay_greedy(
         tree = proposer.propose(reference[done - 1])
         path = follow(tree, reference[done:])
         new = reference[done: done + len(path)]  # accepted tokens and the target's own next token
-        emitted = _stop(new, max_new_tokens - done, eos)
+        emitted = cut_new_tokens(new, max_new_tokens - done, eos)
         out.tokens += emitted
-        _record(out, tree, path, len(emitted), time.perf_counter() - tick)
+        record_cycle(out, tree, path, len(emitted), time.perf_counter() - tick)
         if len(out.tokens) >= len(reference):
             break
         rows = [n_prompt + done - 1 + i for i in range(len(path))]  # root and accepted nodes' positions
