@@ -7,41 +7,31 @@ import shutil
 import tempfile
 
 import pandas as pd
-import torch
 
-from taps.benchmarks import benchmark_from_config, load_prompts
+from common import add_benchmark_args, add_target_args, benchmark_prompts, open_target
 from taps.compose import compose, proposers_for
 from taps.drafter import Drafter
 from taps.evaluate import EvalConfig, evaluate, read_references
-from taps.target import load_target_spec
 from taps.tree import TreeConfig
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", required=True, help="target.json written by the target rule")
+    add_target_args(parser)
+    add_benchmark_args(parser)
     parser.add_argument("--drafters", nargs="+", required=True, help="drafter directories, in composition order")
     parser.add_argument("--composition", required=True, type=json.loads, help="{composition, drafters, options}")
-    parser.add_argument("--benchmark-name", required=True)
-    parser.add_argument("--benchmark", required=True, type=json.loads, help="null (built-in) or a custom spec")
     parser.add_argument("--temperature", type=float, required=True)
-    parser.add_argument("--settings", required=True, type=json.loads, help="prompts, max_new_tokens, tree")
     parser.add_argument("--references", default="", help="greedy references (rule reference) to replay T=0 against")
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--label", nargs=3, required=True, metavar=("TARGET", "BACKBONE", "COMPOSITION"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    target = load_target_spec(args.target, device=args.device)
+    target = open_target(args)
     tree = TreeConfig(**args.settings.get("tree", {}))
     proposer = compose(args.composition["composition"],
                        proposers_for([Drafter.load(d, target) for d in args.drafters], tree),
                        **args.composition.get("options", {}))
-    benchmark = benchmark_from_config(args.benchmark_name, args.benchmark)
-    prompts = load_prompts(benchmark, args.data_dir, limit=args.settings.get("prompts"), seed=args.seed)
+    prompts = benchmark_prompts(args)
     config = EvalConfig(args.temperature, args.settings.get("max_new_tokens", 128), args.seed,
                         args.settings.get("replay", False), args.settings.get("timed_prompts", 1))
     references = read_references(args.references) if args.references else None

@@ -6,24 +6,21 @@ import json
 import torch
 
 from taps.features import extract_features, load_vocab
-from taps.target import load_target_spec
+from common import add_target_args, open_target
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", required=True, help="target.json written by the target rule")
+    add_target_args(parser)
     parser.add_argument("--data", required=True, help="Parquet written by prepare_data")
     parser.add_argument("--vocab", required=True, help="draft vocabulary written by the draft_vocab rule")
     parser.add_argument("--dtype", choices=DTYPES, default="bfloat16")
     parser.add_argument("--shard-tokens", type=int, default=65536)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    target = load_target_spec(args.target, device=args.device)
+    target = open_target(args)
     summary = extract_features(target, args.data, args.out, shard_tokens=args.shard_tokens, dtype=DTYPES[args.dtype],
                                d2t=load_vocab(args.vocab))
     print(json.dumps(summary, indent=2, default=str))

@@ -4,9 +4,7 @@ import argparse
 import dataclasses
 import json
 
-import torch
-
-from taps.target import load_target_spec
+from common import add_target_args, open_target
 from taps.train import TrainConfig, train_drafter
 
 
@@ -24,17 +22,14 @@ def train_config(settings: dict, warm_start: str) -> TrainConfig:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", required=True, help="target.json written by the target rule")
+    add_target_args(parser)
     parser.add_argument("--features", required=True)
     parser.add_argument("--settings", required=True, type=json.loads, help="TrainConfig fields, as JSON")
     parser.add_argument("--warm-start", default="", help="drafter directory to start from ('' for none)")
     parser.add_argument("--workdir", required=True, help="holds state/, metrics.parquet and the final drafter/")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     config = train_config(args.settings, args.warm_start.strip())
-    target = load_target_spec(args.target, device=args.device)
+    target = open_target(args)
     train_drafter(target, args.features, args.workdir, config)
     print(json.dumps(dataclasses.asdict(config), indent=2))
 
