@@ -74,7 +74,10 @@ def test_a_reference_that_is_not_the_targets_greedy_output_is_refused(target, dr
     wrong = reference[:7] + [(reference[7] + 1) % target.vocab_size] + reference[8:]
     with pytest.raises(ValueError, match="token 7 is .* but the target's argmax is"):
         replay_greedy(target, proposer, prompt, wrong, 20)
-    with pytest.raises(ValueError, match="must end at EOS or at max_new_tokens=20"):
+    with pytest.raises(ValueError, match="must end at EOS, at a stop string or at max_new_tokens=20.*does not end"):
         replay_greedy(target, proposer, prompt, reference[:15], 20)
-    with pytest.raises(ValueError, match="must end at EOS or at max_new_tokens=10"):
+    with pytest.raises(ValueError, match=r"max_new_tokens=10, .* ends after token 9 \(length\)"):
         replay_greedy(target, proposer, prompt, reference, 10)
+    first = reference.index(reference[4])  # an EOS inside the reference
+    with pytest.raises(ValueError, match=rf"ends after token {first} \(eos\)"):
+        replay_greedy(target, proposer, prompt, reference, 20, eos_token_ids={reference[4]})

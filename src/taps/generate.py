@@ -4,13 +4,17 @@ Both loops share the adapter, the sampler and the record format, so the vanilla 
 exact baseline: same model calls, one token per target pass. Each loop returns the generated
 tokens (the prefill's token first) plus raw per-cycle and per-node records, ready to become
 Parquet tables. Acceptance length is computed from them in one place: `taps.metrics`.
+
+Generation ends at max_new_tokens, just after an EOS token, or just after the token that
+completes a stop string (`StopStrings`, as Hugging Face's `stop_strings`); both loops cut a
+cycle's new tokens with the same function (`cut_new_tokens`), so they end at the same token.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -39,6 +43,7 @@ class Generation:
     nodes: list[dict] = field(default_factory=list)  # one row per drafted node (roots excluded)
     prefill_seconds: float = 0.0
     seconds: float = 0.0  # wall time of the whole run, prefill included
+    stopped: str = ""  # why it ended: "eos", "stop" (a stop string) or "length" (max_new_tokens)
 
 
 class NodeLogits:
@@ -62,13 +67,78 @@ def chain(n: int) -> Tensor:
     return torch.arange(-1, n - 1)
 
 
-def cut_new_tokens(tokens: list[int], room: int, eos: set[int]) -> list[int]:
-    """Cut new tokens to the room left and just after the first EOS."""
-    tokens = tokens[:room]
-    for i, t in enumerate(tokens):
-        if t in eos:
-            return tokens[: i + 1]
-    return tokens
+# The plain template's next user turn (`taps.data.PLAIN_TEMPLATE`, whose turns end with "\n\n"):
+# a base model prompted with that template tends to go on and write the user's next turn. Typed
+# here because the engine does not import the training data module; a test pins it to the template.
+USER_TURN_STOP = ("\nUser:",)
+
+
+class StopStrings:
+    """Stop strings: generation ends just after the token whose text completes one (kept, like EOS).
+
+    `find` is a pure function of the generated tokens: whether tokens[:k] ends generation
+    depends on tokens[:k] alone, never on how tokens were grouped into cycles, so the vanilla
+    and the speculative loop, which emit the same tokens at T=0, stop at the same token and
+    greedy speculative decoding stays lossless.
+
+    Only the generated text is searched (not the prompt), and at each token only a window of it,
+    never the whole output. An occurrence first completed by token k-1 has at least one of its
+    UTF-8 bytes in that token and so at most 4 * longest - 1 in the tokens before it. A token
+    decoded alone gives at most one character per byte (a replacement character for each byte of
+    a character split across tokens, as byte-level BPE and byte fallback do), so the tokens
+    before k-1 whose texts decoded alone hold 4 * longest - 1 characters hold those bytes: the
+    window is token k-1 plus as many tokens before it (lengths memoized per id). A token that
+    decodes alone to "" counts nothing, so the window reaches past any run of them.
+    """
+
+    def __init__(self, tokenizer, strings: Sequence[str]):
+        self.strings = tuple(strings)
+        if not self.strings or not all(isinstance(s, str) and s for s in self.strings):
+            raise ValueError(f"StopStrings needs one or more non-empty strings, got {strings!r}")
+        if not callable(getattr(tokenizer, "decode", None)):
+            raise ValueError("StopStrings needs a tokenizer with a decode(ids) method; this target has none")
+        self.decode = tokenizer.decode
+        self.lookback = 4 * max(len(s) for s in self.strings) - 1  # characters before the last token
+        self.lengths: dict[int, int] = {}  # token id -> length of its text decoded alone
+
+    def find(self, tokens: Sequence[int], start: int = 0) -> int | None:
+        """Length k > start of the shortest prefix tokens[:k] whose text holds a stop string; None if
+        none does. tokens: generated ids, prompt excluded; tokens[:start] were searched before and
+        hold none."""
+        for k in range(start + 1, len(tokens) + 1):
+            lo, chars = k - 1, 0
+            while lo > 0 and chars < self.lookback:
+                lo -= 1
+                chars += self._length(tokens[lo])
+            text = self.decode(list(tokens[lo:k]))
+            if any(s in text for s in self.strings):
+                return k
+        return None
+
+    def _length(self, token: int) -> int:
+        if token not in self.lengths:
+            self.lengths[token] = len(self.decode([token]))
+        return self.lengths[token]
+
+
+def cut_new_tokens(tokens: list[int], new: list[int], max_new_tokens: int, eos: set[int],
+                   stop: StopStrings | None = None) -> tuple[list[int], str]:
+    """The part of `new` a cycle emits after the generated `tokens`, and why generation ends there.
+
+    The cut is the earliest of: the room left before max_new_tokens ("length"), just after the
+    first EOS ("eos"), just after the token that completes a stop string ("stop"); EOS wins a tie.
+    The reason is "" when generation goes on.
+    """
+    room = max_new_tokens - len(tokens)
+    keep = max(0, min(len(new), room))
+    why = "length" if keep >= room else ""
+    found = stop.find(tokens + new[:keep], len(tokens)) if stop is not None else None
+    if found is not None:
+        keep, why = found - len(tokens), "stop"
+    first_eos = next((i + 1 for i, t in enumerate(new[:keep]) if t in eos), None)
+    if first_eos is not None:
+        keep, why = first_eos, "eos"
+    return new[:keep], why
 
 
 def _prefill(target: TargetModel, prompt: Tensor, temperature: float, generator):
@@ -86,6 +156,7 @@ def speculative_generate(
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
     eos_token_ids: set[int] | None = None,
+    stop: StopStrings | None = None,
 ) -> Generation:
     """Speculative decoding of `prompt` ([L] ids); lossless w.r.t. the target at any temperature."""
     eos = target.eos_token_ids if eos_token_ids is None else eos_token_ids
@@ -94,7 +165,8 @@ def speculative_generate(
     cache, features, root = _prefill(target, prompt, temperature, generator)
     proposer.commit(features, torch.cat([prompt[1:], torch.tensor([root])]))
     out = Generation(tokens=[root], prefill_seconds=time.perf_counter() - start)
-    while len(out.tokens) < max_new_tokens and out.tokens[-1] not in eos:
+    out.stopped = cut_new_tokens([], out.tokens, max_new_tokens, eos, stop)[1]
+    while not out.stopped:
         tick = time.perf_counter()
         tree = proposer.propose(root)
         past = cache.get_seq_length()
@@ -102,10 +174,10 @@ def speculative_generate(
         path, bonus = verify(tree, NodeLogits(target, features), temperature, generator)
         target.compact(cache, past, torch.tensor(path))
         new = tree.tokens[path[1:]].tolist() + [bonus]
-        emitted = cut_new_tokens(new, max_new_tokens - len(out.tokens), eos)
+        emitted, out.stopped = cut_new_tokens(out.tokens, new, max_new_tokens, eos, stop)
         out.tokens += emitted
         record_cycle(out, tree, path, len(emitted), time.perf_counter() - tick)
-        if len(emitted) < len(new) or emitted[-1] in eos or len(out.tokens) >= max_new_tokens:
+        if out.stopped:
             break
         proposer.commit(features[path], torch.tensor(new))
         root = bonus
@@ -121,16 +193,19 @@ def vanilla_generate(
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
     eos_token_ids: set[int] | None = None,
+    stop: StopStrings | None = None,
 ) -> Generation:
     """Plain autoregressive decoding on the same adapter: the baseline and the reference output."""
     eos = target.eos_token_ids if eos_token_ids is None else eos_token_ids
     start = time.perf_counter()
     cache, _, token = _prefill(target, prompt, temperature, generator)
     out = Generation(tokens=[token], prefill_seconds=time.perf_counter() - start)
-    while len(out.tokens) < max_new_tokens and token not in eos:
+    out.stopped = cut_new_tokens([], out.tokens, max_new_tokens, eos, stop)[1]
+    while not out.stopped:
         tick = time.perf_counter()
         features = target.forward(torch.tensor([token]), chain(1), cache)
         token = sample_token(target.logits(features[0]), temperature, generator)
+        out.stopped = cut_new_tokens(out.tokens, [token], max_new_tokens, eos, stop)[1]
         out.tokens.append(token)
         out.cycles.append({"cycle": len(out.cycles), "accepted": 0, "emitted": 1, "nodes": 1,
                            "drafter": -1, "seconds": time.perf_counter() - tick})
@@ -141,9 +216,10 @@ def vanilla_generate(
 def record_cycle(out: Generation, tree: DraftTree, path: list[int], emitted: int, seconds: float) -> None:
     """Append one cycle row and its drafted-node rows.
 
-    `accepted` counts the drafted tokens that were emitted (a path cut by max_new_tokens or EOS
-    counts only up to the cut). `drafter` is the tree's drafter when one drafter grew it (the
-    routed choice); for a merged tree, the drafter of the last accepted node (-1 if none).
+    `accepted` counts the drafted tokens that were emitted (a path cut by max_new_tokens, EOS or
+    a stop string counts only up to the cut). `drafter` is the tree's drafter when one drafter
+    grew it (the routed choice); for a merged tree, the drafter of the last accepted node (-1 if
+    none).
     """
     cycle, accepted = len(out.cycles), min(len(path) - 1, emitted)
     src = tree.source.tolist()

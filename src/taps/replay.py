@@ -8,8 +8,9 @@ only target work left is the features the drafters condition on, which one prefi
 over prompt + reference gives, instead of one target pass per cycle.
 
 That pass also checks the reference: the target's argmax at every position must be the next
-reference token, and the reference must end at EOS or at max_new_tokens. A wrong reference
-(another target, another max_new_tokens) is refused rather than scored.
+reference token, and the reference must end exactly where the loops end generation (EOS, a
+stop string or max_new_tokens; `taps.generate.cut_new_tokens`). A wrong reference (another
+target, another max_new_tokens, other stop strings) is refused rather than scored.
 
 The engine takes the drafters' features from its tree passes, replay from one pass over the
 sequence; they differ by float rounding only, so trees and acceptance lengths are the same
@@ -25,18 +26,19 @@ import time
 import torch
 from torch import Tensor
 
-from taps.generate import Generation, Proposer, chain, cut_new_tokens, record_cycle
+from taps.generate import Generation, Proposer, StopStrings, chain, cut_new_tokens, record_cycle
 from taps.target import TargetModel
 from taps.tree import follow
 
 
-def _check_length(reference: list[int], max_new_tokens: int, eos: set[int]) -> None:
-    early = [i for i, t in enumerate(reference[:-1]) if t in eos]
-    ended = len(reference) == max_new_tokens or reference[-1] in eos
-    if not reference or not ended or early or len(reference) > max_new_tokens:
-        raise ValueError(f"replay: a reference of {len(reference)} tokens must end at EOS or at max_new_tokens="
-                         f"{max_new_tokens} and hold no earlier EOS (EOS at {early}); build it with the vanilla "
-                         "loop and the same max_new_tokens")
+def _check_end(reference: list[int], max_new_tokens: int, eos: set[int], stop: StopStrings | None) -> None:
+    """Raises unless generation ends exactly at the reference's last token (not before, not after)."""
+    kept, why = cut_new_tokens([], reference, max_new_tokens, eos, stop)
+    if not reference or len(kept) < len(reference) or not why:
+        ends = f"ends after token {len(kept) - 1} ({why})" if why else "does not end"
+        raise ValueError(f"replay: a reference of {len(reference)} tokens must end at EOS, at a stop string or at "
+                         f"max_new_tokens={max_new_tokens}, and nowhere earlier, but generation {ends}; build it "
+                         "with the vanilla loop and the same max_new_tokens and stop strings")
 
 
 def _checked_features(target: TargetModel, prompt: Tensor, reference: list[int], chunk: int = 64) -> Tensor:
@@ -63,31 +65,34 @@ def replay_greedy(
     reference: list[int],
     max_new_tokens: int,
     eos_token_ids: set[int] | None = None,
+    stop: StopStrings | None = None,
 ) -> Generation:
     """The greedy speculative loop's records for `proposer`, scored against the target's own output.
 
     reference: the vanilla loop's greedy tokens for `prompt` (`Generation.tokens`, same
-    max_new_tokens). Returns the Generation `speculative_generate` would return at T=0: the
-    same tokens, cycle rows and node rows, except that `seconds` time the drafting alone.
+    max_new_tokens, EOS and stop strings). Returns the Generation `speculative_generate` would
+    return at T=0: the same tokens, cycle rows and node rows, except that `seconds` time the
+    drafting alone.
     """
     eos = target.eos_token_ids if eos_token_ids is None else eos_token_ids
-    _check_length(reference, max_new_tokens, eos)
+    _check_end(reference, max_new_tokens, eos, stop)
     start = time.perf_counter()
     proposer.reset()
     features = _checked_features(target, prompt, reference)
     n_prompt = prompt.numel()
     proposer.commit(features[:n_prompt], torch.cat([prompt[1:], torch.tensor(reference[:1], dtype=prompt.dtype)]))
     out = Generation(tokens=reference[:1], prefill_seconds=time.perf_counter() - start)
-    while len(out.tokens) < max_new_tokens and out.tokens[-1] not in eos:
+    out.stopped = cut_new_tokens([], out.tokens, max_new_tokens, eos, stop)[1]
+    while not out.stopped:
         tick = time.perf_counter()
         done = len(out.tokens)
         tree = proposer.propose(reference[done - 1])
         path = follow(tree, reference[done:])
         new = reference[done: done + len(path)]  # accepted tokens and the target's own next token
-        emitted = cut_new_tokens(new, max_new_tokens - done, eos)
+        emitted, out.stopped = cut_new_tokens(out.tokens, new, max_new_tokens, eos, stop)
         out.tokens += emitted
         record_cycle(out, tree, path, len(emitted), time.perf_counter() - tick)
-        if len(out.tokens) >= len(reference):
+        if out.stopped:  # at the reference's end: `_check_end` holds
             break
         rows = [n_prompt + done - 1 + i for i in range(len(path))]  # root and accepted nodes' positions
         proposer.commit(features[rows], torch.tensor(new))
