@@ -1,8 +1,12 @@
-"""Drafter training: hand-drawn HASS masks, the restricted CE, falling losses, exact resume."""
+"""Drafter training: hand-drawn HASS masks, the restricted CE, the split and the noise, falling losses,
+best-by-validation selection, exact resume."""
 
 import json
 import os
 
+import math
+
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -12,8 +16,9 @@ from safetensors.torch import load_file
 import taps.train as train_mod
 from taps.drafter import Drafter
 from taps.features import FeatureShards, extract_features
-from taps.train import (TrainConfig, alignment_mask, batch_loss, build_drafter, distill_terms,
-                        make_batch, plan_batches, train_drafter, unroll_inputs, unrolled_mask)
+from taps.train import (AGREEMENTS, Batch, TrainConfig, alignment_mask, batch_loss, build_drafter, distill_terms,
+                        feature_noise, learning_rate, make_batch, plan_batches, split_sequences, train_drafter,
+                        unroll_inputs, unrolled_mask)
 from taps.tree import additive_mask
 from conftest import tiny_target
 
@@ -36,7 +41,8 @@ def features(tmp_path_factory, target):
     return write_features(target, tmp_path_factory.mktemp("features"))
 
 
-FAST = dict(lr=1e-2, epochs=10, batch_tokens=40, warmup_steps=2, noise=0.02, grad_clip=1.0, save_every=5)
+# noise 0.001 scaled by 512 / length: a half-width of ~0.026 on these 12..24-token sequences
+FAST = dict(lr=1e-2, epochs=12, batch_tokens=40, warmup_steps=2, noise=0.001, grad_clip=1.0, save_every=5)
 
 
 # --- masks: hand-drawn ---------------------------------------------------------------------
@@ -128,16 +134,70 @@ def test_loss_counts_rows_whose_input_token_is_a_reply_token(target, features):
 
 
 def test_plan_depends_only_on_seed_and_respects_the_budget():
-    config = TrainConfig(epochs=3, batch_tokens=40, seed=4)
+    config = TrainConfig(epochs=3, batch_tokens=40, seed=4, val_fraction=0.25)
     lengths = [10, 21, 15, 5, 41, 12, 8, 9]
     plan = plan_batches(lengths, config)
     assert plan == plan_batches(lengths, config)
-    assert plan != plan_batches(lengths, TrainConfig(epochs=3, batch_tokens=40, seed=5))
+    assert plan != plan_batches(lengths, TrainConfig(epochs=3, batch_tokens=40, seed=5, val_fraction=0.25))
+    train, _ = split_sequences(8, 0.25, seed=4)
     for epoch in range(3):
         seqs = [i for e, b in plan if e == epoch for i in b]
-        assert sorted(seqs) == list(range(8))
+        assert sorted(seqs) == train
     # padded rows: count x longest (n - 1); the 41-token sequence goes alone
     assert all(len(b) == 1 or len(b) * max(lengths[i] - 1 for i in b) <= 40 for _, b in plan)
+
+
+def test_plan_holds_only_training_sequences():
+    lengths = [12 + i % 7 for i in range(40)]
+    config = TrainConfig(epochs=2, batch_tokens=60, seed=3, val_fraction=0.2)
+    train, val = split_sequences(40, 0.2, seed=3)
+    planned = {i for _, b in plan_batches(lengths, config) for i in b}
+    assert planned == set(train) and not planned & set(val)
+    no_validation = TrainConfig(epochs=2, batch_tokens=60, val_fraction=0)
+    assert {i for _, b in plan_batches(lengths, no_validation) for i in b} == set(range(40))
+
+
+def test_split_is_disjoint_covering_seeded_and_sized():
+    train, val = split_sequences(100, 0.05, seed=0)
+    assert sorted(train + val) == list(range(100)) and not set(train) & set(val)
+    assert len(val) == 5
+    assert split_sequences(100, 0.05, seed=0) == (train, val)
+    assert split_sequences(100, 0.05, seed=1)[1] != val
+    assert len(split_sequences(100, 0.3, seed=0)[1]) == 30
+    assert len(split_sequences(8, 0.05, seed=0)[1]) == 1  # at least one held out
+    assert split_sequences(8, 0.0, seed=0) == (list(range(8)), [])
+    assert split_sequences(1, 0.5, seed=0) == ([0], [])  # nothing left to train on otherwise
+
+
+def test_length_scaled_noise_has_half_width_noise_times_512_over_length():
+    """EAGLE's AddUniformNoise: (rand - 0.5) * std * 512 / L, i.e. half-width (std / 2) * 512 / L."""
+    rows = (19, 49)  # sequences of 20 and 50 tokens, padded to 49 rows
+    batch = Batch(tokens=torch.zeros(2, 49, dtype=torch.long), features=torch.zeros(2, 49, 64),
+                  targets=torch.zeros(2, 49, 64), counted=torch.zeros(2, 49, dtype=torch.bool), lengths=rows)
+    config = TrainConfig(noise=0.1, noise_scale="length")
+    noise = feature_noise(batch, config, step=7)
+    for b, n in enumerate((20, 50)):
+        width = 0.1 * 512 / n
+        real = noise[b, :rows[b]].abs()  # [rows, H]: the sequence's own rows
+        assert real.max() <= width and real.max() > 0.99 * width
+    assert torch.equal(noise, feature_noise(batch, config, step=7))  # a function of (seed, step)
+    assert not torch.equal(noise, feature_noise(batch, config, step=8))
+    fixed = feature_noise(batch, TrainConfig(noise=0.1, noise_scale="fixed"), step=7)
+    assert fixed.abs().max() <= 0.1 and fixed.abs().max() > 0.099
+    assert torch.allclose(fixed[0] * 512 / 20, noise[0])  # the same draws, scaled
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    config = TrainConfig(lr=1.0, warmup_steps=10)
+    assert config.decay == "cosine"
+    lrs = [learning_rate(step, 110, config) for step in range(110)]
+    assert lrs[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert lrs[10] == 1.0 and lrs[60] == pytest.approx(0.5)
+    assert lrs[35] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-3
+    linear = TrainConfig(lr=1.0, warmup_steps=10, decay="linear")
+    assert learning_rate(60, 110, linear) == pytest.approx(0.5)
+    assert learning_rate(35, 110, linear) == pytest.approx(0.75)
 
 
 def test_config_validates_its_fields():
@@ -147,6 +207,12 @@ def test_config_validates_its_fields():
         TrainConfig(hass_steps=0)
     with pytest.raises(ValueError, match="betas"):
         TrainConfig(betas=(0.9, 1.5))
+    with pytest.raises(ValueError, match="top1_step1"):  # the message lists the known names
+        TrainConfig(select_by="accuracy")
+    with pytest.raises(ValueError, match="val_fraction"):
+        TrainConfig(val_fraction=1.0)
+    with pytest.raises(ValueError, match="noise_scale"):
+        TrainConfig(noise_scale="sqrt")
 
 
 # --- training --------------------------------------------------------------------------------
@@ -185,26 +251,42 @@ def test_stopped_and_resumed_run_ends_with_identical_weights(target, features, t
     assert _same_weights(tmp_path / "whole", tmp_path / "split")
     assert resumed.step.tolist() == whole.step.tolist()
     assert resumed.loss.tolist() == whole.loss.tolist()
+    assert _same_selection(tmp_path / "whole", tmp_path / "split")
 
 
-def test_killed_and_resumed_run_ends_with_identical_weights(target, features, tmp_path, monkeypatch):
-    config = TrainConfig(**{**FAST, "epochs": 3, "save_every": 4})
+def _same_selection(dir_a, dir_b):
+    a, b = (pd.read_parquet(os.path.join(d, "val_metrics.parquet")) for d in (dir_a, dir_b))
+    with open(os.path.join(dir_a, "drafter", "selection.json")) as fa, \
+            open(os.path.join(dir_b, "drafter", "selection.json")) as fb:
+        return a.equals(b) and json.load(fa) == json.load(fb)
+
+
+def test_killed_after_any_step_and_resumed_run_ends_identical(target, features, tmp_path, monkeypatch):
+    """Same weights, metrics, validation rows and selected epoch, wherever the run was killed."""
+    config = TrainConfig(**{**FAST, "epochs": 4, "save_every": 4, "val_fraction": 0.25, "select_by": "loss"})
     whole = train_drafter(target, features, str(tmp_path / "whole"), config, progress=False)
+    with open(tmp_path / "whole" / "drafter" / "selection.json") as f:
+        assert 0 < json.load(f)["best_epoch"] < 3  # a middle epoch: the kept weights are not the last
     real_step = train_mod.train_step
+    for kill in range(1, len(whole)):
+        out = tmp_path / f"killed-{kill}"
 
-    def dies_at_step_6(drafter, optimizer, shards, plan, step, cfg):
-        if step == 6:
-            raise KeyboardInterrupt  # killed after 6 steps, 2 of them after the last checkpoint
-        return real_step(drafter, optimizer, shards, plan, step, cfg)
+        def dies(drafter, optimizer, shards, plan, step, cfg):
+            if step == kill:
+                raise KeyboardInterrupt  # killed after `kill` steps, kill % 4 of them after the last checkpoint
+            return real_step(drafter, optimizer, shards, plan, step, cfg)
 
-    monkeypatch.setattr(train_mod, "train_step", dies_at_step_6)
-    with pytest.raises(KeyboardInterrupt):
-        train_drafter(target, features, str(tmp_path / "killed"), config, progress=False)
-    monkeypatch.setattr(train_mod, "train_step", real_step)
-    assert os.listdir(tmp_path / "killed" / "state") == ["step-00000004"]
-    resumed = train_drafter(target, features, str(tmp_path / "killed"), config, progress=False)
-    assert _same_weights(tmp_path / "whole", tmp_path / "killed")
-    assert resumed.drop(columns="seconds").equals(whole.drop(columns="seconds"))
+        monkeypatch.setattr(train_mod, "train_step", dies)
+        with pytest.raises(KeyboardInterrupt):
+            train_drafter(target, features, str(out), config, progress=False)
+        monkeypatch.setattr(train_mod, "train_step", real_step)
+        states = os.listdir(out / "state") if os.path.isdir(out / "state") else []
+        assert states == ([f"step-{kill // 4 * 4:08d}"] if kill >= 4 else [])
+        resumed = train_drafter(target, features, str(out), config, progress=False)
+        assert _same_weights(tmp_path / "whole", out), kill
+        assert resumed.drop(columns="seconds").equals(whole.drop(columns="seconds")), kill
+        assert _same_selection(tmp_path / "whole", out), kill
+        assert os.listdir(out / "best") == os.listdir(tmp_path / "whole" / "best"), kill
 
 
 def test_resume_refuses_other_settings(target, features, tmp_path):
@@ -231,3 +313,92 @@ def test_hass_warm_start_begins_from_the_eagle_checkpoint(target, features, tmp_
     assert all(torch.equal(a, b) for a, b in zip(drafter.state_dict().values(), ref.state_dict().values()))
     loss, _ = batch_loss(drafter, make_batch(shards, [0, 1], 64, "cpu", torch.float32), hass, step=0)
     assert torch.isfinite(loss)
+
+
+# --- validation and the kept epoch -------------------------------------------------------------
+def test_validation_matches_a_per_sequence_forward_whatever_the_backbone(target, features):
+    """Step-1 agreements of the batched validation = a causal forward of one sequence at a time."""
+    shards, drafter = FeatureShards(features), Drafter(target)
+    ids = [0, 2, 3, 5]
+    got = train_mod.validate(drafter, shards, ids, TrainConfig(batch_tokens=40))
+    top1 = top3 = counted = 0
+    for i in ids:
+        b = make_batch(shards, [i], 64, "cpu", torch.float32)
+        with torch.no_grad():
+            pred = drafter(b.tokens, b.features, b.positions, additive_mask(alignment_mask(b.tokens.shape[1], 1),
+                                                                             torch.float32))
+            q, best = drafter.logits(pred[b.counted]), drafter.logits(b.targets[b.counted]).argmax(-1, keepdim=True)
+        top1 += int((q.argmax(-1, keepdim=True) == best).sum())
+        top3 += int((q.topk(3).indices == best).any(-1).sum())
+        counted += len(q)
+    assert got["counted"] == counted and got["sequences"] == 4
+    assert got["top1_step1"] == pytest.approx(top1 / counted) and got["top3_step1"] == pytest.approx(top3 / counted)
+    hass = train_mod.validate(drafter, shards, ids, TrainConfig(backbone="hass", batch_tokens=40))
+    assert all(hass[k] == pytest.approx(got[k]) for k in AGREEMENTS)  # 3 HASS steps for either backbone
+    assert hass["loss"] > got["loss"]  # but the loss is the backbone's: HASS sums 3 steps and the top-K term
+    assert drafter.training  # back in train mode
+
+
+def test_val_metrics_has_one_row_per_epoch(target, features, tmp_path):
+    config = TrainConfig(**{**FAST, "epochs": 3, "val_fraction": 0.25})
+    metrics = train_drafter(target, features, str(tmp_path), config, progress=False)
+    val = pd.read_parquet(tmp_path / "val_metrics.parquet")
+    assert val.epoch.tolist() == [0, 1, 2]
+    assert val.step.tolist() == [int(metrics[metrics.epoch == e].step.max()) + 1 for e in range(3)]
+    for column in ("loss", "feature_loss", "ce_loss", "topk_loss", *AGREEMENTS):
+        assert column in val and val[column].notna().all()
+    assert ((val[list(AGREEMENTS)] >= 0) & (val[list(AGREEMENTS)] <= 1)).all().all()
+    for j in (1, 2, 3):
+        assert (val[f"top3_step{j}"] >= val[f"top1_step{j}"]).all()
+    assert (val.sequences == 2).all() and (val.counted > 0).all()
+    _, held_out = split_sequences(8, 0.25, config.seed)
+    assert not {i for _, b in plan_batches(FeatureShards(features).lengths, config) for i in b} & set(held_out)
+
+
+@pytest.mark.parametrize("select_by, scores, best", [
+    ("top1_step1", [0.2, 0.6, 0.4, 0.6], 1),  # higher is better; a tie keeps the earlier epoch
+    ("loss", [float("nan"), 2.0, 1.0, 1.5], 2),  # lower is better; a diverged (NaN) epoch is never kept
+])
+def test_the_best_epoch_by_validation_becomes_the_drafter(target, features, tmp_path, monkeypatch,
+                                                          select_by, scores, best):
+    captured = []
+
+    def scripted(drafter, shards, val_ids, config):  # the weights each validation sees, and a scripted score
+        captured.append({k: v.clone() for k, v in drafter.state_dict().items()})
+        return {"loss": 1.0, "top1_step1": 0.5, select_by: scores[len(captured) - 1]}
+
+    monkeypatch.setattr(train_mod, "validate", scripted)
+    config = TrainConfig(**{**FAST, "epochs": 4, "select_by": select_by})
+    train_drafter(target, features, str(tmp_path), config, progress=False)
+    assert len(captured) == 4
+    kept = load_file(os.path.join(tmp_path, "drafter", "drafter.safetensors"))
+    assert kept.keys() == captured[best].keys() and all(torch.equal(kept[k], captured[best][k]) for k in kept)
+    assert not all(torch.equal(kept[k], captured[-1][k]) for k in kept)
+    with open(tmp_path / "drafter" / "selection.json") as f:
+        assert json.load(f) == {"select_by": select_by, "best_epoch": best,
+                                "step": int(pd.read_parquet(tmp_path / "val_metrics.parquet").step[best]),
+                                "value": scores[best]}
+    with open(tmp_path / "drafter" / "train_config.json") as f:
+        assert json.load(f)["select_by"] == select_by  # train_config.json stays the config
+    assert os.listdir(tmp_path / "best") == [f"epoch-{best:04d}"]
+    Drafter.load(str(tmp_path / "drafter"), target)  # a loadable checkpoint
+
+
+def test_without_validation_the_last_weights_are_kept(target, features, tmp_path):
+    config = TrainConfig(**{**FAST, "epochs": 2, "val_fraction": 0})
+    metrics = train_drafter(target, features, str(tmp_path), config, progress=False)
+    assert not os.path.exists(tmp_path / "val_metrics.parquet") and not os.path.exists(tmp_path / "best")
+    assert not os.path.exists(tmp_path / "drafter" / "selection.json")
+    last = load_file(os.path.join(tmp_path, "state", f"step-{len(metrics):08d}", "drafter.safetensors"))
+    kept = load_file(os.path.join(tmp_path, "drafter", "drafter.safetensors"))
+    assert all(torch.equal(kept[k], last[k]) for k in kept)
+    assert {i for _, b in plan_batches(FeatureShards(features).lengths, config) for i in b} == set(range(8))
+
+
+def test_features_may_be_an_object_read_like_feature_shards(target, features, tmp_path):
+    """A ready object (e.g. a selection of sequences) is used as is, with the same result as its directory."""
+    config = TrainConfig(**{**FAST, "epochs": 2})
+    train_drafter(target, features, str(tmp_path / "path"), config, progress=False)
+    train_drafter(target, FeatureShards(features, target.fingerprint()), str(tmp_path / "object"), config,
+                  progress=False)
+    assert _same_weights(tmp_path / "path", tmp_path / "object")

@@ -38,42 +38,62 @@ step's prediction with its gradient, and the S step losses are summed: the same 
 the reference's S backward passes. (The reference multiplies attention scores by its masks
 rather than adding -inf, so masked keys keep a share of the softmax denominator; we mask them.)
 
-Noise is uniform in [-noise, noise] on the target features (the reference's half-width is
-0.1 * 512 / sequence_length; we keep it fixed). Gradients are clipped by value (as EAGLE and
-HASS). The data order depends only on (seed, epoch) and the noise only on (seed, step), so a run
-resumed from its last checkpoint ends with the same weights as an uninterrupted one.
+Noise. The reference (EAGLE's `AddUniformNoise`, with its train config's std = 0.2) adds
+(rand - 0.5) * std * 512 / L to a sequence's features, L being its token count after the cut to
+max_len (the tensor is [1, L, H] before the collator pads it): uniform in [-w, w] with
+w = 0.1 * 512 / L, more noise on short sequences (w = 1 at L = 51), less on long ones. With
+noise_scale "length" (the default) we do the same: half-width noise * 512 / n for a sequence of
+n tokens after the max_length cut (its real length, not the batch's padded one; noise = 0.1 is
+the reference); "fixed" gives every sequence half-width `noise`. Gradients are clipped by value
+(as EAGLE and HASS). The lr warms up linearly, then decays (cosine by default).
+
+Validation. A seeded val_fraction of the sequences (whole conversations, `split_sequences`) is
+held out. After every epoch they run without noise or gradients and val_metrics.parquet gets a
+row: the loss terms as in training, and top-1 / top-3 agreement with the target's argmax at
+unroll steps 1..3 (3 HASS steps whatever the backbone; step 1 is the ordinary forward). At step
+j, row r predicts f_{r+1} from the drafter's own predictions of its last j - 1 features but the
+true tokens, so top1_step{j} estimates acceptance at depth j given that the j - 1 tokens drafted
+before it were right: a cheap proxy for acceptance length. The best epoch's weights (by
+select_by) are kept in best/epoch-XXXX and become drafter/ at the end.
+
+Resume. The split depends only on (seed, number of sequences), the data order only on
+(seed, epoch) and the noise only on (seed, step); the weights, optimizer, RNG states and
+validation rows travel in the saved state (`taps.checkpoint`, which also keeps the best epoch).
+A run resumed from its last checkpoint ends with the same weights, validation rows and
+selected drafter as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 import pandas as pd
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 from transformers import DynamicCache
 
+from taps.checkpoint import load_state, prune_best, run_identity, save_best, save_final, save_state, select_best
 from taps.data import write_parquet_atomic
 from taps.drafter import Drafter, DrafterConfig
-from taps.features import FeatureShards
+from taps.features import FeatureSequence, FeatureShards
 from taps.target import TargetModel
 from taps.tree import additive_mask
 
 BACKBONES = ("eagle2", "hass")
 DECAYS = ("linear", "cosine")
+NOISE_SCALES = ("length", "fixed")
+VAL_STEPS = 3  # unroll steps whose agreements validation reports
+AGREEMENTS = tuple(f"top{k}_step{j}" for j in range(1, VAL_STEPS + 1) for k in (1, 3))  # higher is better
+SELECT_BY = ("loss", *AGREEMENTS)  # loss: lower is better
 BUCKET = 256  # sequences sorted by length together when forming batches (less padding)
-BOOKKEEPING_FIELDS = ("save_every",)  # TrainConfig fields that do not change the trained weights
 
 
 @dataclass(frozen=True)
@@ -86,18 +106,21 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW decoupled weight decay (torch's default, as the reference)
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas (the reference's)
     warmup_steps: int | None = None  # linear warmup steps; None: 1% of all steps (HASS's total // 100)
-    decay: str = "linear"  # after warmup the lr falls to 0 at the last step: "linear" or "cosine"
+    decay: str = "cosine"  # after warmup the lr falls to 0 at the last step: "cosine" or "linear"
     grad_clip: float = 0.5  # clip every gradient element to [-grad_clip, grad_clip]; 0: no clipping
     batch_tokens: int = 2048  # padded rows per step, B x longest (a longer sequence goes alone)
     max_length: int = 2048  # sequences are cut to their first max_length tokens
-    noise: float = 0.1  # half-width of the uniform noise added to the input target features
+    noise: float = 0.1  # half-width of the uniform noise on the input features (at 512 tokens for "length")
+    noise_scale: str = "length"  # "length": half-width noise * 512 / tokens (the reference); "fixed": noise
     feature_weight: float = 1.0  # weight of the SmoothL1 feature regression
     ce_weight: float = 0.1  # weight of the soft cross-entropy against the target's distribution
     hass_topk: int = 10  # HASS: K of the top-K distillation term
     hass_topk_weight: float = 1.0  # HASS: weight of the top-K term (the reference's second stage)
     hass_steps: int = 3  # HASS: unrolled steps of harmonized context alignment (1 = none)
+    val_fraction: float = 0.05  # sequences held out for validation after each epoch; 0: none (keep the last)
+    select_by: str = "top1_step1"  # validation column the kept epoch is best in: an agreement or "loss"
     save_every: int = 500  # optimizer steps between resumable checkpoints (and metrics writes)
-    seed: int = 0  # seeds the drafter's init, the data order and the noise
+    seed: int = 0  # seeds the drafter's init, the split, the data order and the noise
     draft_vocab_size: int | None = None  # must equal the shards' d2t size; None: take it from them
     warm_start: str | None = None  # drafter checkpoint directory to start from (e.g. EAGLE-2 for HASS)
 
@@ -105,6 +128,9 @@ class TrainConfig:
         checks = [
             (self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}"),
             (self.decay in DECAYS, f"decay must be one of {DECAYS}, got {self.decay!r}"),
+            (self.noise_scale in NOISE_SCALES, f"noise_scale must be one of {NOISE_SCALES}, got {self.noise_scale!r}"),
+            (self.select_by in SELECT_BY, f"select_by must be one of {SELECT_BY}, got {self.select_by!r}"),
+            (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
@@ -133,7 +159,19 @@ class TrainConfig:
         return self.hass_steps if self.backbone == "hass" else 1
 
 
-# --- feature shards: random access by sequence (taps.features writes them) --------------------
+class Features(Protocol):
+    """What training reads: `FeatureShards`, or anything presenting sequences the same way."""
+
+    meta: dict
+    lengths: list[int]  # tokens of every sequence
+    d2t: Tensor  # [N] draft id -> target id
+    hidden_size: int
+
+    def sequence(self, i: int, max_length: int | None = None) -> FeatureSequence: ...
+
+    def __len__(self) -> int: ...
+
+
 # --- batches: padded sequences ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Batch:
@@ -155,7 +193,7 @@ class Batch:
         return torch.arange(self.tokens.shape[1], device=self.tokens.device).expand_as(self.tokens)
 
 
-def make_batch(shards: FeatureShards, seqs: Sequence[int], max_length: int, device, dtype) -> Batch:
+def make_batch(shards: Features, seqs: Sequence[int], max_length: int, device, dtype) -> Batch:
     """Sequences `seqs` as one padded batch on `device`, features cast to `dtype`."""
     parts = [shards.sequence(i, max_length) for i in seqs]
     rows = max(len(ids) for ids, _, _ in parts) - 1
@@ -177,18 +215,33 @@ def _seed(*keys: int) -> int:
     return int.from_bytes(hashlib.sha256(repr(keys).encode()).digest()[:8], "little") >> 1
 
 
-def plan_batches(lengths: Sequence[int], config: TrainConfig) -> list[tuple[int, list[int]]]:
-    """Every optimizer step's (epoch, sequence ids), from (seed, epoch) alone.
+def split_sequences(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(training ids, validation ids) of n sequences: sorted, disjoint, from (n, fraction, seed) alone.
 
-    Each epoch shuffles the sequences; windows of BUCKET of them are sorted by length (less
-    padding) and cut into batches of at most batch_tokens padded rows (count x longest, a longer
-    sequence goes alone); then the epoch's batches are shuffled.
+    round(n * fraction) sequences are held out, at least 1 and at most n - 1; none when
+    fraction is 0 or n < 2. Which ones: the head of a seeded permutation.
+    """
+    if fraction <= 0 or n < 2:
+        return list(range(n)), []
+    held = min(n - 1, max(1, round(n * fraction)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(seed, -2, n))).tolist()
+    return sorted(order[held:]), sorted(order[:held])
+
+
+def plan_batches(lengths: Sequence[int], config: TrainConfig) -> list[tuple[int, list[int]]]:
+    """Every optimizer step's (epoch, sequence ids) over the training sequences, from (seed, epoch) alone.
+
+    The training sequences are those `split_sequences` does not hold out. Each epoch shuffles
+    them; windows of BUCKET of them are sorted by length (less padding) and cut into batches of
+    at most batch_tokens padded rows (count x longest, a longer sequence goes alone); then the
+    epoch's batches are shuffled.
     """
     rows = [min(n, config.max_length) - 1 for n in lengths]
+    train, _ = split_sequences(len(rows), config.val_fraction, config.seed)
     plan = []
     for epoch in range(config.epochs):
         rng = torch.Generator().manual_seed(_seed(config.seed, epoch))
-        order = [i for i in torch.randperm(len(rows), generator=rng).tolist() if rows[i] >= 1]
+        order = [train[j] for j in torch.randperm(len(train), generator=rng).tolist() if rows[train[j]] >= 1]
         batches = [b for w in range(0, len(order), BUCKET) for b in _cut(order[w:w + BUCKET], rows, config)]
         plan += [(epoch, batches[j]) for j in torch.randperm(len(batches), generator=rng).tolist()]
     return plan
@@ -223,6 +276,32 @@ def unrolled_mask(n: int, steps: int) -> Tensor:
     return torch.cat([F.pad(r, (0, steps * n - r.shape[1])) for r in rows])
 
 
+# --- noise and learning rate: pure functions of the step -------------------------------------
+def noise_width(lengths: Sequence[int], config: TrainConfig) -> Tensor:
+    """[B] half-width of each sequence's noise; lengths: real rows (n - 1), the reference's L is n."""
+    if config.noise_scale == "fixed":
+        return torch.full((len(lengths),), config.noise)
+    return torch.tensor([config.noise * 512 / (rows + 1) for rows in lengths])
+
+
+def feature_noise(batch: Batch, config: TrainConfig, step: int) -> Tensor:
+    """[B, L, H] uniform noise for the batch of optimizer step `step`, on the CPU: a function of (seed, step)."""
+    rng = torch.Generator().manual_seed(_seed(config.seed, -1, step))
+    unit = torch.rand(batch.features.shape, generator=rng) * 2 - 1  # [B, L, H] in [-1, 1)
+    return unit * noise_width(batch.lengths, config)[:, None, None]
+
+
+def learning_rate(step: int, total: int, config: TrainConfig) -> float:
+    """Linear warmup to config.lr, then cosine or linear decay towards 0 at step `total`."""
+    warmup = config.warmup_steps if config.warmup_steps is not None else total // 100
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if config.decay == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr * (1 - progress)
+
+
 # --- losses ----------------------------------------------------------------------------------
 def distill_terms(q_logits: Tensor, p_logits: Tensor, topk: int) -> tuple[Tensor, Tensor, Tensor]:
     """Draft and target logits [R, V] over the same (possibly reduced) vocabulary -> per row [R]:
@@ -240,12 +319,24 @@ def distill_terms(q_logits: Tensor, p_logits: Tensor, topk: int) -> tuple[Tensor
 
 
 def step_terms(drafter: Drafter, pred: Tensor, batch: Batch, p_logits: Tensor, topk: int) -> dict[str, Tensor]:
-    """One step's loss terms, averaged over counted rows. pred: [B, L, H]; p_logits: [R, V_d]."""
-    rows = max(int(batch.counted.sum()), 1)
+    """One step's loss terms and agreement counts, summed over counted rows. pred: [B, L, H]; p_logits: [R, V_d].
+
+    agree: the target's argmax is the drafter's top-1; agree3: it is within the drafter's top-3.
+    """
     counted = pred[batch.counted]  # [R, H]: the head runs on counted rows only
     feature = F.smooth_l1_loss(counted.float(), batch.targets[batch.counted].float(), reduction="none").mean(-1)
-    ce, top, agree = distill_terms(drafter.logits(counted), p_logits, topk)
-    return {"feature": feature.sum() / rows, "ce": ce.sum() / rows, "topk": top.sum() / rows, "agree": agree.sum()}
+    q_logits = drafter.logits(counted)  # [R, V_d]
+    ce, top, agree = distill_terms(q_logits, p_logits, topk)
+    top3 = q_logits.topk(min(3, q_logits.shape[-1]), dim=-1).indices == p_logits.argmax(-1, keepdim=True)
+    return {"feature": feature.sum(), "ce": ce.sum(), "topk": top.sum(), "agree": agree.sum(),
+            "agree3": top3.any(-1).sum()}
+
+
+def weighted_loss(terms: list[dict[str, Tensor]], config: TrainConfig) -> Tensor:
+    """The training objective summed over steps and counted rows (divide by counted rows to average)."""
+    topk_weight = config.hass_topk_weight if config.backbone == "hass" else 0.0
+    return sum(config.feature_weight * t["feature"] + config.ce_weight * t["ce"] + topk_weight * t["topk"]
+               for t in terms)
 
 
 @torch.no_grad()
@@ -259,98 +350,70 @@ def unroll_inputs(drafter: Drafter, batch: Batch, features: Tensor, steps: int) 
     return inputs
 
 
-def batch_loss(drafter: Drafter, batch: Batch, config: TrainConfig, step: int) -> tuple[Tensor, dict[str, float]]:
-    """Noise, unroll, one forward over all steps, summed step losses; plus metric values."""
-    noise_rng = torch.Generator().manual_seed(_seed(config.seed, -1, step))
-    noise = (torch.rand(batch.features.shape, generator=noise_rng) * 2 - 1) * config.noise
-    features = batch.features + noise.to(batch.features)
-    with torch.no_grad():
-        p_logits = drafter.logits(batch.targets[batch.counted])  # [R, V_d]
-    inputs = unroll_inputs(drafter, batch, features, config.steps)
+def unrolled_forward(drafter: Drafter, batch: Batch, features: Tensor, steps: int) -> list[Tensor]:
+    """Predictions [B, L, H] of steps 1..S: the unroll without gradients, then one forward over all S blocks."""
+    inputs = unroll_inputs(drafter, batch, features, steps)
     S, L = len(inputs), features.shape[1]
     mask = additive_mask(unrolled_mask(L, S), features.dtype).to(features.device)  # [1, 1, S*L, S*L]
     out = drafter(batch.tokens.repeat(1, S), torch.cat(inputs, dim=1), batch.positions.repeat(1, S), mask)
-    terms = [step_terms(drafter, pred, batch, p_logits, config.hass_topk) for pred in out.split(L, dim=1)]
-    topk_weight = config.hass_topk_weight if config.backbone == "hass" else 0.0
-    loss = sum(config.feature_weight * t["feature"] + config.ce_weight * t["ce"] + topk_weight * t["topk"]
-               for t in terms)
-    counted, agree, agree_last = int(batch.counted.sum()), int(terms[0]["agree"]), int(terms[-1]["agree"])
-    metrics = {"loss": loss.item(), **{f"{k}_loss": sum(t[k].item() for t in terms) for k in ("feature", "ce", "topk")},
+    return list(out.split(L, dim=1))
+
+
+def batch_loss(drafter: Drafter, batch: Batch, config: TrainConfig, step: int) -> tuple[Tensor, dict[str, float]]:
+    """Noise, unroll, one forward over all steps, summed step losses; plus metric values."""
+    features = batch.features + feature_noise(batch, config, step).to(batch.features)
+    with torch.no_grad():
+        p_logits = drafter.logits(batch.targets[batch.counted])  # [R, V_d]
+    preds = unrolled_forward(drafter, batch, features, config.steps)
+    terms = [step_terms(drafter, pred, batch, p_logits, config.hass_topk) for pred in preds]
+    counted = int(batch.counted.sum())
+    rows = max(counted, 1)
+    loss = weighted_loss(terms, config) / rows
+    agree, agree_last = int(terms[0]["agree"]), int(terms[-1]["agree"])
+    metrics = {"loss": loss.item(),
+               **{f"{k}_loss": sum(t[k].item() for t in terms) / rows for k in ("feature", "ce", "topk")},
                "counted": counted, "agree": agree, "agree_last": agree_last,  # top-1 agreements: step 1, step S
-               "top1": agree / max(counted, 1), "top1_last": agree_last / max(counted, 1)}
+               "top1": agree / rows, "top1_last": agree_last / rows}
     return loss, metrics
 
 
-def learning_rate(step: int, total: int, config: TrainConfig) -> float:
-    """Linear warmup to config.lr, then linear or cosine decay towards 0 at step `total`."""
-    warmup = config.warmup_steps if config.warmup_steps is not None else total // 100
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    if config.decay == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    return config.lr * (1 - progress)
+# --- validation: held-out sequences, an acceptance proxy -------------------------------------
+def validation_sums(drafter: Drafter, batch: Batch, config: TrainConfig) -> dict[str, float]:
+    """One batch's sums over counted rows: the loss terms of steps 1..config.steps (as in training,
+    without noise) and the agreements of steps 1..VAL_STEPS."""
+    p_logits = drafter.logits(batch.targets[batch.counted])  # [R, V_d]
+    preds = unrolled_forward(drafter, batch, batch.features, max(config.steps, VAL_STEPS))
+    terms = [step_terms(drafter, pred, batch, p_logits, config.hass_topk) for pred in preds]
+    trained = terms[:config.steps]
+    sums = {"loss": weighted_loss(trained, config).item(),
+            **{f"{k}_loss": sum(t[k].item() for t in trained) for k in ("feature", "ce", "topk")}}
+    for j, t in enumerate(terms[:VAL_STEPS], start=1):
+        sums |= {f"top1_step{j}": t["agree"].item(), f"top3_step{j}": t["agree3"].item()}
+    return sums | {"counted": int(batch.counted.sum())}
 
 
-# --- resumable training state ----------------------------------------------------------------
-def save_state(out_dir: str, steps_done: int, drafter: Drafter, optimizer: torch.optim.Optimizer, run: dict) -> None:
-    """Write state/step-XXXXXXXX atomically (a temporary directory renamed), then drop older ones.
+@torch.no_grad()
+def validate(drafter: Drafter, shards: Features, val_ids: Sequence[int], config: TrainConfig) -> dict[str, float]:
+    """Validation metrics: loss terms and agreements averaged over the counted rows of `val_ids`.
 
-    Weights, optimizer tensors and RNG states go to safetensors; scalars and the run's identity
-    (config, data size) to JSON. The lr schedule is a pure function of the step: no state.
+    Batched as in training (longest first, within batch_tokens), in eval mode, without noise.
     """
-    root = os.path.join(out_dir, "state")
-    tmp = os.path.join(root, f".tmp-{steps_done:08d}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    opt = optimizer.state_dict()
-    save_file({k: v.detach().contiguous().cpu() for k, v in drafter.state_dict().items()},
-              os.path.join(tmp, "drafter.safetensors"))
-    save_file({f"{i}.{k}": v.contiguous().cpu() for i, s in opt["state"].items() for k, v in s.items()
-               if torch.is_tensor(v)}, os.path.join(tmp, "optimizer.safetensors"))
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng.update({f"cuda.{d}": s for d, s in enumerate(torch.cuda.get_rng_state_all())})
-    save_file(rng, os.path.join(tmp, "rng.safetensors"))
-    scalars = {str(i): {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in opt["state"].items()}
-    with open(os.path.join(tmp, "state.json"), "w") as f:
-        json.dump({"steps_done": steps_done, "run": run, "param_groups": opt["param_groups"], "scalars": scalars}, f)
-    final = os.path.join(root, f"step-{steps_done:08d}")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for name in os.listdir(root):  # older states and leftovers of interrupted saves
-        if name != os.path.basename(final):
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
-
-def load_state(out_dir: str, drafter: Drafter, optimizer: torch.optim.Optimizer, run: dict) -> int:
-    """Restore the newest complete state into drafter and optimizer; returns the steps done (0: none)."""
-    root = os.path.join(out_dir, "state")
-    names = sorted(n for n in os.listdir(root) if n.startswith("step-")) if os.path.isdir(root) else []
-    if not names:
-        return 0
-    path = os.path.join(root, names[-1])
-    with open(os.path.join(path, "state.json")) as f:
-        meta = json.load(f)
-    if meta["run"] != run:
-        raise ValueError(f"{out_dir!r} holds a run with other settings; use a new out_dir.\n"
-                         f"saved: {meta['run']}\nnow:   {run}")
-    drafter.load_state_dict(load_file(os.path.join(path, "drafter.safetensors")))
-    state: dict[int, dict] = {int(i): dict(s) for i, s in meta["scalars"].items()}
-    for key, value in load_file(os.path.join(path, "optimizer.safetensors")).items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = value
-    groups = [{**g, "betas": tuple(g["betas"])} for g in meta["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    rng = load_file(os.path.join(path, "rng.safetensors"))
-    torch.set_rng_state(rng["cpu"])
-    if torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([rng[k] for k in sorted(k for k in rng if k.startswith("cuda."))])
-    return meta["steps_done"]
+    rows = [min(n, config.max_length) - 1 for n in shards.lengths]
+    sums: dict[str, float] = {}
+    drafter.eval()
+    try:
+        for seqs in _cut([i for i in val_ids if rows[i] >= 1], rows, config):
+            batch = make_batch(shards, seqs, config.max_length, drafter.d2t.device, drafter.fc.weight.dtype)
+            for key, value in validation_sums(drafter, batch, config).items():
+                sums[key] = sums.get(key, 0) + value
+    finally:
+        drafter.train()
+    counted = int(sums.pop("counted", 0))
+    return {**{k: v / max(counted, 1) for k, v in sums.items()}, "counted": counted, "sequences": len(val_ids)}
 
 
 # --- the training run ------------------------------------------------------------------------
-def build_drafter(target: TargetModel, shards: FeatureShards, config: TrainConfig) -> Drafter:
+def build_drafter(target: TargetModel, shards: Features, config: TrainConfig) -> Drafter:
     """A fresh (or warm-started) drafter whose draft vocabulary is the shards' d2t."""
     d2t = shards.d2t
     if config.draft_vocab_size is not None and config.draft_vocab_size != d2t.numel():
@@ -367,38 +430,46 @@ def build_drafter(target: TargetModel, shards: FeatureShards, config: TrainConfi
     return drafter
 
 
-def train_drafter(target: TargetModel, features_dir: str, out_dir: str, config: TrainConfig = TrainConfig(),
-                  progress: bool = True, max_steps: int | None = None) -> pd.DataFrame:
+def train_drafter(target: TargetModel, features: str | os.PathLike | Features, out_dir: str,
+                  config: TrainConfig = TrainConfig(), progress: bool = True,
+                  max_steps: int | None = None) -> pd.DataFrame:
     """Train (or resume training) a drafter; returns the per-step metrics (also in metrics.parquet).
 
-    Trains in the target's dtype: load the target in float32 for training. Stops early after
-    `max_steps` optimizer steps in all (a checkpoint is saved there); a later call resumes.
-    The finished drafter goes to out_dir/drafter with train_config.json beside it.
+    features: a feature directory (checked against the target) or an object read like
+    `FeatureShards`, used as is. Trains in the target's dtype: load the target in float32 for
+    training. Stops early after `max_steps` optimizer steps in all (a checkpoint is saved
+    there); a later call resumes. Validation rows go to val_metrics.parquet; the finished
+    drafter (the best epoch's weights; the last ones without validation) goes to out_dir/drafter
+    with train_config.json (and selection.json) beside it.
     """
-    shards = FeatureShards(features_dir, target.fingerprint())  # refuses features of another target
+    is_path = isinstance(features, (str, os.PathLike))
+    shards = FeatureShards(features, target.fingerprint()) if is_path else features  # refuses another target's
     torch.manual_seed(config.seed)
     plan = plan_batches(shards.lengths, config)
+    _, val_ids = split_sequences(len(shards), config.val_fraction, config.seed)
     drafter = build_drafter(target, shards, config).train()
     optimizer = torch.optim.AdamW(drafter.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
-    run = {"config": {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k not in BOOKKEEPING_FIELDS},
-           "sequences": len(shards), "steps": len(plan)}
-    done = load_state(out_dir, drafter, optimizer, run)
+    run = run_identity(config, shards, plan)
+    done, val_rows = load_state(out_dir, drafter, optimizer, run)
     metrics_path = os.path.join(out_dir, "metrics.parquet")
     rows = pd.read_parquet(metrics_path).to_dict("records") if done and os.path.exists(metrics_path) else []
     rows = [r for r in rows if r["step"] < done]
     stop = len(plan) if max_steps is None else min(len(plan), max_steps)
     for step in tqdm(range(done, stop), initial=done, total=len(plan), disable=not progress, desc="train"):
         rows.append(train_step(drafter, optimizer, shards, plan, step, config))
+        if val_ids and (step + 1 == len(plan) or plan[step + 1][0] != plan[step][0]):  # an epoch's last step
+            end_epoch(out_dir, drafter, shards, val_ids, val_rows, plan[step][0], step + 1, config)
         if (step + 1) % config.save_every == 0 or step + 1 == stop:
             write_parquet_atomic(pa.Table.from_pylist(rows), metrics_path)
-            save_state(out_dir, step + 1, drafter, optimizer, run)
+            save_state(out_dir, step + 1, drafter, optimizer, run, val_rows)
+            prune_best(out_dir, select_best(val_rows, config.select_by))
     if stop == len(plan):
-        save_final(out_dir, drafter, config)
+        save_final(out_dir, drafter, config, select_best(val_rows, config.select_by))
     return pd.DataFrame(rows)
 
 
-def train_step(drafter: Drafter, optimizer: torch.optim.Optimizer, shards: FeatureShards,
+def train_step(drafter: Drafter, optimizer: torch.optim.Optimizer, shards: Features,
                plan: list[tuple[int, list[int]]], step: int, config: TrainConfig) -> dict:
     """One optimizer step on batch `step` of the plan; returns its metrics row."""
     start = time.perf_counter()
@@ -418,11 +489,11 @@ def train_step(drafter: Drafter, optimizer: torch.optim.Optimizer, shards: Featu
             "sequences": len(seqs), "seconds": time.perf_counter() - start}
 
 
-def save_final(out_dir: str, drafter: Drafter, config: TrainConfig) -> None:
-    """The trained drafter in out_dir/drafter, with the resolved TrainConfig beside it."""
-    directory = os.path.join(out_dir, "drafter")
-    drafter.save(directory)
-    tmp = os.path.join(directory, ".train_config.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(asdict(config), f, indent=2)
-    os.replace(tmp, os.path.join(directory, "train_config.json"))
+def end_epoch(out_dir: str, drafter: Drafter, shards: Features, val_ids: Sequence[int], val_rows: list[dict],
+              epoch: int, steps_done: int, config: TrainConfig) -> None:
+    """Validate after `epoch`: append its row to val_rows and val_metrics.parquet; keep the weights if best."""
+    row = {"epoch": epoch, "step": steps_done, **validate(drafter, shards, val_ids, config)}
+    val_rows.append(row)
+    write_parquet_atomic(pa.Table.from_pylist(val_rows), os.path.join(out_dir, "val_metrics.parquet"))
+    if select_best(val_rows, config.select_by) is row:
+        save_best(out_dir, drafter, row, config.select_by)
