@@ -49,8 +49,8 @@ def test_second_turn_is_conditioned_on_the_targets_own_first_answer(tiny, monkey
     target, proposer = tiny
     seen = []
     real = taps.evaluate.build_turn_prompt
-    monkeypatch.setattr(taps.evaluate, "build_turn_prompt", lambda tok, history, turn: (
-        seen.append(list(history)), real(tok, history, turn))[1])
+    monkeypatch.setattr(taps.evaluate, "build_turn_prompt", lambda tok, history, turn, fmt: (
+        seen.append(list(history)), real(tok, history, turn, fmt))[1])
     evaluate(target, proposer, PROMPTS[1:], EvalConfig(max_new_tokens=10), progress=False)
     first = taps.generate.vanilla_generate(target, torch.tensor(target.tokenizer(
         real(target.tokenizer, [], PROMPTS[1].turns[0]), add_special_tokens=False).input_ids), 10)

@@ -1,4 +1,5 @@
-"""Feature extraction on the tiny target: stored features, sharding, vocabulary, reader, atomicity."""
+"""Feature extraction on the tiny target: stored features, sharding, vocabulary, reader, atomicity, the
+shared few-shot context computed once and not stored, and mixtures read from per-source directories."""
 
 import json
 import os
@@ -10,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from taps.features import (
-    META, SHARD_NAME, VOCAB, FeatureShards, ShardWriter, choose_vocab, extract_features, load_vocab, read_meta,
-    write_vocab,
+    META, SHARD_NAME, VOCAB, FeatureMixture, FeatureSequence, FeatureShards, ShardWriter, choose_vocab,
+    extract_features, load_vocab, read_meta, write_vocab,
 )
 from taps.generate import chain
 from conftest import tiny_target
@@ -222,3 +223,98 @@ def test_random_access_equals_the_stream_and_a_shared_vocabulary_is_used(target,
         got = shards.sequence(i)
         assert torch.equal(got.input_ids, seq.input_ids) and torch.equal(got.hidden.float(), seq.hidden)
         assert len(shards.sequence(i, max_length=3).input_ids) == min(3, shards.lengths[i])
+
+
+# ---------------------------------------------------------------- few-shot context and per-source mixtures
+
+P = list(range(10, 20))  # a shared few-shot context of 10 tokens
+# (ids, context, tokens the target must compute): the KV cache of the row before is cropped to the
+# context both share, and only the rest runs
+CONTEXT_ROWS = [
+    (P + [1, 2, 3, 4, 5], 10, 15),  # first row: all of it
+    (P + [6, 7, 8], 10, 3),  # the same context: only the answer
+    (P[:6] + [30, 31, 32, 33, 40, 41], 10, 6),  # its context shares 6 tokens with the row before
+    ([50, 51, 52, 53, 54, 55], 0, 6),  # no context: a fresh cache
+    ([50, 51, 52, 53, 54, 55, 9, 9, 1, 2, 3], 8, 5),  # the whole row before is a prefix of its context
+    (P + [3, 3], 10, 12),  # the context differs from the row before at the first token
+]
+
+
+def _write_source(path, rows, source="a", orders=None):
+    """rows: (ids, context); loss_mask 1 after the context; order: `orders` or the row index."""
+    pq.write_table(pa.table({
+        "input_ids": pa.array([ids for ids, _ in rows], type=pa.list_(pa.int32())),
+        "loss_mask": pa.array([[0] * c + [1] * (len(ids) - c) for ids, c in rows], type=pa.list_(pa.int8())),
+        "source": pa.array([source] * len(rows), type=pa.string()),
+        "order": pa.array(orders if orders is not None else list(range(len(rows))), type=pa.int32()),
+        "context": pa.array([c for _, c in rows], type=pa.int32()),
+    }), path)
+    return path
+
+
+def test_the_context_is_computed_once_not_stored_and_the_rest_equals_a_full_forward(target, tmp_path):
+    data = _write_source(tmp_path / "a.parquet", [(ids, c) for ids, c, _ in CONTEXT_ROWS], orders=[5, 0, 3, 1, 2, 4])
+    meta = _extract(target, data, tmp_path / "f", dtype=torch.float32)
+    stored = list(FeatureShards(tmp_path / "f"))
+    assert len(stored) == len(CONTEXT_ROWS)
+    for (ids, context, _), seq in zip(CONTEXT_ROWS, stored):
+        assert seq.input_ids.tolist() == ids[context:] and seq.loss_mask.all()
+        assert torch.allclose(seq.hidden, _features(target, ids)[context:], atol=1e-5, rtol=1e-5)
+    assert meta["computed_tokens"] == sum(n for _, _, n in CONTEXT_ROWS) == 47
+    assert meta["n_tokens"] == sum(len(ids) - c for ids, c, _ in CONTEXT_ROWS) == 21
+    assert meta["orders"] == [5, 0, 3, 1, 2, 4] and meta["sources"] == ["a"] * 6
+
+
+def test_rows_without_order_or_context_columns_are_stored_whole_in_row_order(target, data, tmp_path):
+    meta = _extract(target, data, tmp_path / "f")
+    assert meta["orders"] == list(range(len(LENGTHS))) and meta["computed_tokens"] == sum(LENGTHS)
+
+
+SUFFIXES = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [2, 4]]
+
+
+@pytest.fixture
+def two_sources(target, tmp_path):
+    """Sources a (orders 0..3) and b (orders stored shuffled), each with its own shared context, extracted once."""
+    a = _write_source(tmp_path / "a.parquet", [(P + s, 10) for s in SUFFIXES], "a")
+    b = _write_source(tmp_path / "b.parquet", [(P[::-1] + s, 10) for s in SUFFIXES], "b", orders=[3, 0, 2, 1])
+    metas = [_extract(target, a, tmp_path / "fa", dtype=torch.float32),
+             _extract(target, b, tmp_path / "fb", dtype=torch.float32)]
+    assert [m["computed_tokens"] for m in metas] == [10 + sum(map(len, SUFFIXES))] * 2  # the context once each
+    return tmp_path / "fa", tmp_path / "fb"
+
+
+def _same(x, y):
+    return torch.equal(x.input_ids, y.input_ids) and torch.equal(x.loss_mask, y.loss_mask) and torch.equal(
+        x.hidden, y.hidden)
+
+
+def test_a_mixture_reads_the_stored_sequences_with_order_below_count(target, two_sources):
+    fa, fb = two_sources
+    a, b = FeatureShards(fa), FeatureShards(fb)
+    mixtures = {"math": FeatureMixture([(fa, 4)]), "chat": FeatureMixture([(fb, 4)]),
+                "mixed": FeatureMixture([(fa, 2), (fb, 2)], fingerprint=target.fingerprint())}
+    assert len(a) + len(b) == 8 and sum(len(m) for m in mixtures.values()) == 12  # nothing extracted twice
+    expected = [a.sequence(0), a.sequence(1), b.sequence(1), b.sequence(3)]  # b's orders: [3, 0, 2, 1]
+    mixed = mixtures["mixed"]
+    assert all(_same(mixed.sequence(i), e) for i, e in enumerate(expected))
+    assert [mixed.sequence(i).input_ids.tolist() for i in range(4)] == [SUFFIXES[i] for i in (0, 1, 1, 3)]
+    assert mixed.lengths == [len(e.input_ids) for e in expected] and mixed.n_tokens == sum(mixed.lengths)
+    assert all(_same(mixtures["chat"].sequence(i), b.sequence(i)) for i in range(4))
+    assert torch.equal(mixed.d2t, a.d2t) and mixed.hidden_size == target.hidden_size
+    assert len(FeatureMixture([(fa, None), (fb, 3)])) == 7
+    assert _same(mixed.sequence(0, max_length=2), FeatureSequence(*(t[:2] for t in expected[0])))
+
+
+def test_a_mixture_refuses_more_than_was_extracted_and_other_vocabularies(target, two_sources, tmp_path):
+    fa, fb = two_sources
+    with pytest.raises(ValueError, match="first 4 conversations of its source, fewer than the 5 asked for"):
+        FeatureMixture([(fa, 2), (fb, 5)])
+    other = _write_source(tmp_path / "c.parquet", [(P + s, 10) for s in SUFFIXES], "c")
+    _extract(target, other, tmp_path / "fc", draft_vocab_size=8)
+    with pytest.raises(ValueError, match="different draft vocabularies"):
+        FeatureMixture([(fa, 2), (tmp_path / "fc", 2)])
+    with pytest.raises(ValueError, match="embed_digest"):
+        FeatureMixture([(fa, 2)], fingerprint=tiny_target(seed=1).fingerprint())
+    with pytest.raises(ValueError, match="at least one"):
+        FeatureMixture([])

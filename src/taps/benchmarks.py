@@ -12,7 +12,8 @@ define its own with the same keys (`benchmark_from_config`), with no code change
 sample of `limit` records kept in file order, so the same config always gives the same prompts.
 Turns after the first are conditioned on the target's own earlier answers: the evaluator
 generates turn by turn and renders each with `build_turn_prompt`, which uses the conversation
-template of `taps.data` (the tokenizer's chat template, else the plain template).
+template of `taps.data` (the tokenizer's chat template, else the plain template), after the
+few-shot exemplars of a base target (`taps.prompts`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
-from taps.data import format_conversation, resolve_data_file
+from taps.data import resolve_data_file
+from taps.prompts import PromptFormat
 
 
 @dataclass(frozen=True)
@@ -163,12 +165,14 @@ def load_prompts(benchmark: Benchmark, data_dir: str | Path | None, limit: int |
     return prompts
 
 
-def build_turn_prompt(tokenizer, history: Sequence[tuple[str, str]], user_turn: str) -> str:
+def build_turn_prompt(tokenizer, history: Sequence[tuple[str, str]], user_turn: str,
+                      fmt: PromptFormat = PromptFormat()) -> str:
     """The text the target continues to answer `user_turn`, after the earlier (user, assistant) turns.
 
     For MT-Bench's second turn, `history` holds the first question and the target's own answer.
-    Rendered by `taps.data.format_conversation`, with the generation prompt (assistant header).
+    Rendered by `fmt` (`taps.prompts`: the few-shot exemplars of a base target, if any) over
+    `taps.data.format_conversation`, with the generation prompt (assistant header).
     """
     turns = [turn for user, assistant in history for turn in (("user", user), ("assistant", assistant))]
-    text, _ = format_conversation(tokenizer, turns + [("user", user_turn)], add_generation_prompt=True)
+    text, _, _ = fmt.render(tokenizer, turns + [("user", user_turn)], add_generation_prompt=True)
     return text

@@ -297,9 +297,20 @@ def encode_conversation(tokenizer, turns: Conversation, max_length: int) -> tupl
     tokens (BOS, turn markers), so none are added.
     """
     text, spans = format_conversation(tokenizer, turns)
+    ids, mask, _ = encode_text(tokenizer, text, spans, 0, max_length)
+    return ids, mask
+
+
+def encode_text(tokenizer, text: str, spans: list[tuple[int, int]], context_chars: int,
+                max_length: int) -> tuple[list[int], list[int], int]:
+    """(ids, loss mask, context tokens) of rendered text; the first `context_chars` characters are
+    shared context (few-shot exemplars, `taps.prompts`): the context tokens are those that end
+    inside it. Ids and mask are cut to `max_length` tokens counted after the context."""
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    input_ids = list(encoding["input_ids"][:max_length])
-    return input_ids, _span_mask(encoding["offset_mapping"][:max_length], spans)
+    offsets = encoding["offset_mapping"]
+    context = sum(1 for _, end in offsets if end <= context_chars) if context_chars else 0
+    keep = context + max_length
+    return list(encoding["input_ids"][:keep]), _span_mask(offsets[:keep], spans), context
 
 
 # ---------------------------------------------------------------- mixing and writing
@@ -320,11 +331,16 @@ def build_mixture(sources: Sequence[tuple[str, Sequence[Conversation], int | Non
         if count is not None and count > len(conversations):
             raise ValueError(f"source {name!r}: count {count} is more than the {len(conversations)} "
                              f"conversations it has")
-        order = list(range(len(conversations)))
-        random.Random(f"{seed}:{name}").shuffle(order)
-        mixture += [(name, conversations[i]) for i in order[:count]]
+        mixture += [(name, conversations[i]) for i in source_order(name, len(conversations), seed)[:count]]
     random.Random(seed).shuffle(mixture)
     return mixture
+
+
+def source_order(name: str, n: int, seed: int) -> list[int]:
+    """The seeded order in which a source's n conversations are taken (a count takes a prefix)."""
+    order = list(range(n))
+    random.Random(f"{seed}:{name}").shuffle(order)
+    return order
 
 
 def encode_mixture(mixture: Sequence[tuple[str, Conversation]], tokenizer, max_length: int,

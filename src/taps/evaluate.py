@@ -31,7 +31,8 @@ import torch
 from tqdm import tqdm
 
 from taps.benchmarks import Prompt, build_turn_prompt
-from taps.generate import Generation, Proposer, speculative_generate, vanilla_generate
+from taps.generate import Generation, Proposer, StopStrings, speculative_generate, vanilla_generate
+from taps.prompts import PromptFormat
 from taps.replay import replay_greedy
 from taps.target import TargetModel
 
@@ -69,39 +70,44 @@ def _generator(seed: int, prompt: int, turn: int) -> torch.Generator:
 
 
 def evaluate_turn(target: TargetModel, proposer: Proposer, ids: torch.Tensor, config: EvalConfig,
-                  prompt: int, turn: int):
+                  prompt: int, turn: int, stop: StopStrings | None = None):
     """Vanilla then speculative decoding of one turn; returns (vanilla, speculative) Generations."""
     vanilla = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
-                               _generator(config.seed, prompt, turn))
+                               _generator(config.seed, prompt, turn), stop=stop)
     spec = speculative_generate(target, proposer, ids, config.max_new_tokens, config.temperature,
-                                _generator(config.seed, prompt, turn))
+                                _generator(config.seed, prompt, turn), stop=stop)
     if config.temperature == 0 and spec.tokens != vanilla.tokens:
         raise RuntimeError(f"prompt {prompt}, turn {turn}: greedy speculative output differs from the target's "
                            "own greedy output; speculative decoding must be lossless (this is a bug)")
     return vanilla, spec
 
 
-def _ids(tokenizer, history: list[tuple[str, str]], text: str) -> torch.Tensor:
-    return torch.tensor(tokenizer(build_turn_prompt(tokenizer, history, text), add_special_tokens=False).input_ids)
+def _ids(tokenizer, history: list[tuple[str, str]], text: str, fmt: PromptFormat) -> torch.Tensor:
+    return torch.tensor(tokenizer(build_turn_prompt(tokenizer, history, text, fmt),
+                                  add_special_tokens=False).input_ids)
+
+
+def _stop(target: TargetModel, fmt: PromptFormat) -> StopStrings | None:
+    return StopStrings(target.tokenizer, fmt.stop) if fmt.stop else None
 
 
 def reference_rows(target: TargetModel, prompts: list[Prompt], config: EvalConfig,
-                   progress: bool = True) -> list[dict]:
+                   progress: bool = True, fmt: PromptFormat = PromptFormat()) -> list[dict]:
     """The vanilla loop once per turn: one row per turn with its prompt ids and generated tokens.
 
     At temperature 0 this is the target's deterministic output, which every composition is
     replayed against; later turns are conditioned on these answers, as in `evaluate`.
     """
-    rows, tokenizer = [], target.tokenizer
+    rows, tokenizer, stop = [], target.tokenizer, _stop(target, fmt)
     for index, prompt in enumerate(tqdm(prompts, desc="reference", disable=not progress)):
         history: list[tuple[str, str]] = []
         for turn, text in enumerate(prompt.turns):
-            ids = _ids(tokenizer, history, text)
+            ids = _ids(tokenizer, history, text, fmt)
             out = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
-                                   _generator(config.seed, index, turn))
+                                   _generator(config.seed, index, turn), stop=stop)
             rows.append({"benchmark": prompt.benchmark, "prompt": prompt.id, "turn": turn, "prompt_ids": ids.tolist(),
                          "tokens": out.tokens, "seconds": out.seconds - out.prefill_seconds})
-            history.append((text, tokenizer.decode(out.tokens, skip_special_tokens=True)))
+            history.append((text, fmt.answer(tokenizer, out.tokens)))
     return rows
 
 
@@ -135,33 +141,35 @@ def _same_records(a: Generation, b: Generation) -> bool:
 
 
 def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], config: EvalConfig,
-             references: list[dict] | None = None, progress: bool = True) -> EvalRows:
+             references: list[dict] | None = None, progress: bool = True,
+             fmt: PromptFormat = PromptFormat()) -> EvalRows:
     """Decode every turn of every prompt and collect the raw rows.
 
     Without replay, each turn runs vanilla and the engine side by side. With replay (T=0), turns
     of the first `timed_prompts` prompts do that too, and every other turn is replayed against
     `references` (`reference_rows` of the same prompts and config; computed here when None).
+    `fmt` renders the prompts (few-shot exemplars of a base target) and gives the stop strings.
     """
     replay = config.replay and config.temperature == 0
     if replay and references is None:
-        references = reference_rows(target, prompts, config, progress)
+        references = reference_rows(target, prompts, config, progress, fmt)
     refs = {(r["prompt"], r["turn"]): r for r in references or []}
     rows = EvalRows([], [], [])
-    tokenizer = target.tokenizer
+    tokenizer, stop = target.tokenizer, _stop(target, fmt)
     for index, prompt in enumerate(tqdm(prompts, desc="prompts", disable=not progress)):
         history: list[tuple[str, str]] = []
         for turn, text in enumerate(prompt.turns):
-            ids = _ids(tokenizer, history, text)
+            ids = _ids(tokenizer, history, text, fmt)
             key = {"benchmark": prompt.benchmark, "prompt": prompt.id, "turn": turn}
             ref = _reference(refs, key, ids) if replay else None
             timed = not replay or index < config.timed_prompts
             if timed:
-                vanilla, spec = evaluate_turn(target, proposer, ids, config, index, turn)
+                vanilla, spec = evaluate_turn(target, proposer, ids, config, index, turn, stop)
                 answer, vanilla_seconds = vanilla.tokens, vanilla.seconds - vanilla.prefill_seconds
-                matches = _same_records(replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens),
-                                        spec) if replay else None
+                matches = _same_records(replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens,
+                                                      stop=stop), spec) if replay else None
             else:
-                spec = replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens)
+                spec = replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens, stop=stop)
                 answer, vanilla_seconds, matches = ref["tokens"], float("nan"), None
             rows.cycles += [{**key, **c} for c in spec.cycles]
             rows.nodes += [{**key, **n} for n in spec.nodes]
@@ -172,7 +180,7 @@ def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], con
                 "vanilla_new_tokens": len(answer) - 1, "vanilla_seconds": vanilla_seconds,
                 "identical": spec.tokens == answer if timed else None, "replay_matches": matches,
             })
-            history.append((text, tokenizer.decode(answer, skip_special_tokens=True)))
+            history.append((text, fmt.answer(tokenizer, answer)))
     return rows
 
 

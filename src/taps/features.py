@@ -1,7 +1,7 @@
 """Feature extraction: the target's last hidden state for every training token, in shards.
 
 EAGLE drafters learn from the target's last hidden state (the lm_head's input). It is computed
-once here, one sequence at a time on a fresh KV cache, and streamed into sharded safetensors
+once here, one sequence at a time, and streamed into sharded safetensors
 files: whole sequences collect in an in-memory buffer, and the buffer is written out as a
 shard before it would pass `shard_tokens`, so memory stays at one shard however large the data
 (a sequence never straddles two shards). The reduced draft vocabulary is chosen here too, from
@@ -19,6 +19,14 @@ An output directory holds (written atomically: built in a hidden sibling, then r
 Frequencies are counted, by default, over the assistant tokens (loss_mask == 1): those are the
 tokens the drafter is trained to predict and, at inference, proposes (EAGLE-3 counts the same).
 `FeatureShards` reads the directory back for training, one shard in memory at a time.
+
+Few-shot context. A row may start with `context` tokens of few-shot exemplars shared by the
+source's rows (`taps.prompts`, `taps.answers`). They are run through the target once — between
+rows the KV cache is cropped back to the prefix both share — and not stored: a stored sequence
+starts after them, its features computed with them in view. meta.json keeps each stored
+sequence's source and `order`; `FeatureMixture` builds a training mixture from per-source
+directories by order (a mixture of c conversations of a source takes order < c), so sources are
+extracted once and shared by every mixture.
 """
 
 from __future__ import annotations
@@ -57,24 +65,41 @@ PRODUCER = "taps.features.extract_features (the workflow's feature-extraction st
 # ---------------------------------------------------------------- reading the training data
 
 
-def read_rows(data_path: str | Path, limit: int | None = None,
-              batch_rows: int = 64) -> Iterator[tuple[Tensor, Tensor, str]]:
-    """(input_ids [n] int64, loss_mask [n] int8, source) per row, reading `batch_rows` rows at a time."""
+class Row(NamedTuple):
+    """One training row as `taps.data` / `taps.answers` write it."""
+
+    input_ids: Tensor  # [n] int64
+    loss_mask: Tensor  # [n] int8
+    source: str
+    order: int  # position in its source's seeded order (mixtures take order < count); else the row index
+    context: int  # leading tokens of shared few-shot context: computed, not stored (0 if none)
+
+
+def read_rows(data_path: str | Path, limit: int | None = None, batch_rows: int = 64) -> Iterator[Row]:
+    """The rows of a training Parquet, reading `batch_rows` rows at a time."""
     file = pq.ParquetFile(data_path)
-    missing = [c for c in DATA_COLUMNS if c not in file.schema_arrow.names]
+    names = file.schema_arrow.names
+    missing = [c for c in DATA_COLUMNS if c not in names]
     if missing:
-        raise ValueError(f"training data {data_path} lacks columns {missing}; it has {file.schema_arrow.names}")
+        raise ValueError(f"training data {data_path} lacks columns {missing}; it has {names}")
+    extra = [c for c in ("order", "context") if c in names]
     row = 0
-    for batch in file.iter_batches(batch_size=batch_rows, columns=list(DATA_COLUMNS)):
+    for batch in file.iter_batches(batch_size=batch_rows, columns=list(DATA_COLUMNS) + extra):
         ids, masks, sources = (batch.column(c) for c in DATA_COLUMNS)
+        more = {c: batch.column(c).to_pylist() for c in extra}
         for i in range(batch.num_rows):
             if limit is not None and row >= limit:
                 return
             if not ids[i].is_valid or not masks[i].is_valid or len(ids[i]) == 0 or len(ids[i]) != len(masks[i]):
                 raise ValueError(f"training data {data_path}, row {row}: input_ids and loss_mask must be "
                                  f"non-empty lists of the same length")
-            yield (torch.from_numpy(ids[i].values.to_numpy().astype(np.int64)),  # astype: a writable copy
-                   torch.from_numpy(masks[i].values.to_numpy().astype(np.int8)), str(sources[i].as_py()))
+            context = more["context"][i] if "context" in more else 0
+            if not 0 <= context < len(ids[i]):
+                raise ValueError(f"training data {data_path}, row {row}: context {context} must be in "
+                                 f"[0, {len(ids[i])})")
+            yield Row(torch.from_numpy(ids[i].values.to_numpy().astype(np.int64)),  # astype: a writable copy
+                      torch.from_numpy(masks[i].values.to_numpy().astype(np.int8)), str(sources[i].as_py()),
+                      more["order"][i] if "order" in more else row, context)
             row += 1
 
 
@@ -140,7 +165,7 @@ def count_tokens(data_paths: list[str], vocab_size: int, vocab_tokens: str = "as
     """Token frequencies [V] over several training Parquet files (for one vocabulary shared by all)."""
     counts = torch.zeros(vocab_size, dtype=torch.int64)
     for path in data_paths:
-        for ids, mask, _ in read_rows(path):
+        for ids, mask, *_ in read_rows(path):
             counted = ids if vocab_tokens == "all" else ids[mask == 1]
             counts.index_add_(0, counted, torch.ones_like(counted))
     return counts
@@ -162,29 +187,53 @@ def write_vocab(data_paths: list[str], vocab_size: int, size: int | None, out_pa
 
 
 def _extract_into(target: TargetModel, data_path, writer: ShardWriter, limit: int | None,
-                  vocab_tokens: str, progress: bool) -> tuple[Tensor, Counter, float]:
-    """Run every row through the target into `writer`; returns (token counts [V], rows per source, seconds)."""
+                  vocab_tokens: str, progress: bool) -> dict:
+    """Run every row through the target into `writer`; returns token counts, sources, orders, timing.
+
+    Rows that start with the same few-shot context share its computation: the KV cache keeps
+    the previous row, is cropped to the part of the context both rows share, and only the rest
+    runs. The context's own rows are not stored (training never reads them).
+    """
     counts = torch.zeros(target.vocab_size, dtype=torch.int64)
     sources: Counter = Counter()
+    orders, names = [], []
     rows = pq.ParquetFile(data_path).metadata.num_rows
     total = rows if limit is None else min(rows, limit)
-    tokens, start = 0, time.perf_counter()
+    tokens, computed, start = 0, 0, time.perf_counter()
+    cache, previous = target.new_cache(), torch.zeros(0, dtype=torch.int64)
     with tqdm(total=total, desc="features", unit="seq", disable=not progress) as bar:
-        for row, (ids, mask, source) in enumerate(read_rows(data_path, limit)):
+        for row, (ids, mask, source, order, context) in enumerate(read_rows(data_path, limit)):
             if ids.min() < 0 or ids.max() >= target.vocab_size:
                 raise ValueError(f"training data {data_path}, row {row}: token ids outside the target's vocabulary "
                                  f"[0, {target.vocab_size}); was it tokenised for another target?")
+            reuse = _shared_prefix(previous, ids[:context])
+            if reuse:
+                cache.crop(reuse - cache.get_seq_length())  # a negative count drops that many tokens
+            else:
+                cache = target.new_cache()
             with torch.no_grad():
-                hidden = target.forward(ids, chain(len(ids)), target.new_cache())  # [n, H], a fresh cache per row
-            writer.add(ids, mask, hidden)
+                hidden = target.forward(ids[reuse:], chain(len(ids) - reuse), cache)  # [n - reuse, H]
+            writer.add(ids[context:], mask[context:], hidden[context - reuse:])
+            previous = ids
             counted = ids if vocab_tokens == "all" else ids[mask == 1]
             counts.index_add_(0, counted, torch.ones_like(counted))
             sources[source] += 1
-            tokens += len(ids)
-            bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.0f}", refresh=False)
+            orders.append(order)
+            names.append(source)
+            tokens += len(ids) - context
+            computed += len(ids) - reuse
+            bar.set_postfix(tok_s=f"{computed / (time.perf_counter() - start):.0f}", refresh=False)
             bar.update(1)
     writer.flush()
-    return counts, sources, time.perf_counter() - start
+    return {"counts": counts, "sources": sources, "orders": orders, "names": names,
+            "computed_tokens": computed, "seconds": time.perf_counter() - start}
+
+
+def _shared_prefix(a: Tensor, b: Tensor) -> int:
+    """Length of the common prefix of two id sequences."""
+    n = min(len(a), len(b))
+    differ = (a[:n] != b[:n]).nonzero()
+    return int(differ[0]) if len(differ) else n
 
 
 def _publish(tmp: str, out_dir: str) -> None:
@@ -251,7 +300,8 @@ def extract_features(
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published directory should read like any other
     try:
         writer = ShardWriter(tmp, shard_tokens, dtype)
-        counts, sources, seconds = _extract_into(target, data_path, writer, limit, vocab_tokens, progress)
+        done = _extract_into(target, data_path, writer, limit, vocab_tokens, progress)
+        counts, sources, seconds = done["counts"], done["sources"], done["seconds"]
         if not writer.names:
             raise ValueError(f"training data {data_path} has no rows")
         if d2t is None:
@@ -272,6 +322,9 @@ def extract_features(
             "draft_vocab_coverage": counts[d2t].sum().item() / max(counts.sum().item(), 1),
             "vocab_tokens": vocab_tokens,
             "source_counts": dict(sorted(sources.items())),
+            "sources": done["names"],  # per stored sequence: its source
+            "orders": done["orders"],  # per stored sequence: its order in the source (mixtures select by it)
+            "computed_tokens": done["computed_tokens"],  # target forward rows, few-shot context reuse counted once
             "shard_tokens": shard_tokens,
             "limit": limit,
             "data_path": str(data_path),
@@ -282,7 +335,7 @@ def extract_features(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {**meta, "seconds": seconds, "tokens_per_second": meta["n_tokens"] / seconds}
+    return {**meta, "seconds": seconds, "tokens_per_second": meta["computed_tokens"] / seconds}
 
 
 # ---------------------------------------------------------------- reading back
@@ -443,3 +496,60 @@ class FeatureShards:
 
     def __iter__(self) -> Iterator[FeatureSequence]:
         return self.sequences()
+
+
+class FeatureMixture:
+    """A training mixture read from per-source feature directories, with FeatureShards' interface.
+
+    `parts` lists (feature directory, count): the sequences of that directory whose `order` in
+    their source is below count (count None: all). Sources are extracted once and shared by
+    every mixture that uses them; all parts must hold features of the same target and share one
+    draft vocabulary.
+    """
+
+    def __init__(self, parts: list[tuple[str | Path, int | None]], fingerprint: Fingerprint | None = None):
+        if not parts:
+            raise ValueError("a feature mixture needs at least one feature directory")
+        self.parts = [FeatureShards(directory, fingerprint) for directory, _ in parts]
+        d2t = self.parts[0].d2t
+        for shards in self.parts[1:]:
+            if not torch.equal(shards.d2t, d2t):
+                raise ValueError(f"feature directories {self.parts[0].directory} and {shards.directory} have "
+                                 "different draft vocabularies; extract them with one vocabulary per target")
+        self.index: list[tuple[int, int]] = []  # mixture sequence -> (part, sequence in part)
+        for p, (shards, (directory, count)) in enumerate(zip(self.parts, parts)):
+            orders = shards.meta.get("orders") or list(range(len(shards)))
+            chosen = [i for i, order in enumerate(orders) if count is None or order < count]
+            if count is not None and max(orders, default=-1) + 1 < count:
+                raise ValueError(f"{directory} holds the first {max(orders, default=-1) + 1} conversations of its "
+                                 f"source, fewer than the {count} asked for; extract more")
+            self.index += [(p, i) for i in chosen]
+        lengths = [shards.lengths for shards in self.parts]
+        self._lengths = [lengths[p][i] for p, i in self.index]
+        self.directory = ",".join(str(d) for d, _ in parts)
+        self.meta = {**self.parts[0].meta, "n_sequences": len(self.index), "n_tokens": sum(self._lengths),
+                     "parts": [[str(d), c] for d, c in parts]}
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens of every sequence of the mixture."""
+        return list(self._lengths)
+
+    @property
+    def d2t(self) -> Tensor:
+        return self.parts[0].d2t
+
+    @property
+    def hidden_size(self) -> int:
+        return self.parts[0].hidden_size
+
+    @property
+    def n_tokens(self) -> int:
+        return self.meta["n_tokens"]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sequence(self, i: int, max_length: int | None = None) -> FeatureSequence:
+        p, j = self.index[i]
+        return self.parts[p].sequence(j, max_length)
