@@ -1,5 +1,6 @@
 """The Snakemake workflow: lint-clean, strict config validation, and the smoke DAG end to end."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -43,9 +44,22 @@ def test_smoke_dag_reaches_the_drafters_the_average_and_the_tables(tmp_path):
                      "--config", f"results={results}", f"data_dir={DATA}")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     for backbone in ("eagle2", "hass"):
-        for name in ("math", "chat", "avg-math+chat"):
+        for name in ("math", "chat", "mixed", "avg-math+chat"):
             drafter = results / "drafters" / "tiny" / backbone / name / "drafter"
             assert (drafter / "drafter.safetensors").is_file() and (drafter / "drafter.json").is_file()
+        for name in ("math", "chat", "mixed"):  # trained with validation: the best epoch was kept
+            run = results / "drafters" / "tiny" / backbone / name
+            assert len(pd.read_parquet(run / "val_metrics.parquet")) == 2 if backbone == "eagle2" else 1
+            assert json.loads((run / "drafter" / "selection.json").read_text())["select_by"] == "top1_step1"
+    # gsm8k_train was answered by the target (rule regenerate), sharegpt by its own text (prepare_data)
+    written = pd.read_parquet(results / "data" / "tiny" / "target" / "gsm8k_train.parquet")
+    assert (written.writer == "tiny").all() and set(written.finish) <= {"eos", "stop", "length"}
+    assert (pd.read_parquet(results / "data" / "tiny" / "dataset" / "sharegpt.parquet").writer == "dataset").all()
+    # features once per source: the three mixtures read 72 conversations, 48 at most were extracted
+    metas = {p.name: json.loads((p / "meta.json").read_text()) for p in (results / "features" / "tiny").iterdir()}
+    assert sorted(metas) == ["gsm8k_train", "sharegpt"]
+    assert sum(m["n_sequences"] for m in metas.values()) <= 48
+    assert all(max(m["orders"]) < 24 and len(set(m["orders"])) == len(m["orders"]) for m in metas.values())
     table = pd.read_parquet(results / "tables" / "tau.parquet")
     smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["evaluate"]
     assert len(table) == 2 * len(smoke["compositions"]) * len(smoke["benchmarks"]) * len(smoke["temperatures"])

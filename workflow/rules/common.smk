@@ -29,6 +29,54 @@ def json_arg(value):
     return shlex.quote(json.dumps(value))
 
 
+# keys of a source entry that say how its answers are written, not how it is read (taps.data.Source)
+ANSWER_KEYS = ("responses", "fewshot", "turns")
+
+
+def source_reading(source):
+    return {k: v for k, v in config["sources"][source].items() if k not in ANSWER_KEYS}
+
+
+def training_sources():
+    """Sources some training mixture takes conversations from, in config order."""
+    return [s for s in config["sources"] if any(s in mix for mix in config["datasets"].values())]
+
+
+def source_count(source):
+    """Conversations a source contributes: the most any mixture takes (smaller counts take a prefix)."""
+    return max(mix[source] for mix in config["datasets"].values() if source in mix)
+
+
+def source_data(target, source):
+    """A source's training rows: dataset text (rule prepare_data) or target-written (rule regenerate)."""
+    responses = config["sources"][source].get("responses", "dataset")
+    return f"{RESULTS}/data/{target}/{responses}/{source}.parquet"
+
+
+def fewshot_json(target, source):
+    return f"{RESULTS}/prompts/{target}/{source}.json"
+
+
+def answers_args(target, source, responses):
+    """Arguments of workflow/scripts/answers.py for one source (settings from the `answers` section)."""
+    entry = config["sources"][source]
+    settings = {**config.get("answers", {}), "responses": responses, "turns": entry.get("turns", "first"),
+                "max_length": target_cfg(target).get("max_length", 512)}
+    return (f"--source-name {source} --source {json_arg(source_reading(source))} --count {source_count(source)} "
+            f"--settings {json_arg(settings)}")
+
+
+def feature_parts(target, dataset):
+    """(feature directory, conversations taken) of each source of a training mixture."""
+    return [(f"{RESULTS}/features/{target}/{source}", count) for source, count in config["datasets"][dataset].items()]
+
+
+def benchmark_fewshot(target, benchmark):
+    """The few-shot exemplars a benchmark is prompted with (evaluate.fewshot names their source), or none."""
+    source = config["evaluate"].get("fewshot", {}).get(benchmark)
+    return fewshot_json(target, source) if source else []
+
+
 def drafter_outputs():
     out = []
     for target in config["targets"]:
@@ -81,4 +129,5 @@ def reference_input(target, benchmark, temperature):
 
 def eval_settings():
     """prompts, max_new_tokens and tree of the evaluate section (what every evaluation shares)."""
-    return {k: v for k, v in config["evaluate"].items() if k not in ("compositions", "benchmarks", "temperatures")}
+    return {k: v for k, v in config["evaluate"].items()
+            if k not in ("compositions", "benchmarks", "temperatures", "fewshot")}

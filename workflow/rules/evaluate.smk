@@ -6,6 +6,7 @@
 rule reference:
     input:
         target=target_json("{target}"),
+        fewshot=lambda w: benchmark_fewshot(w.target, w.benchmark),
     output:
         f"{RESULTS}/references/{{target}}/{{benchmark}}.parquet",
     log:
@@ -28,7 +29,7 @@ rule reference:
     shell:
         "python workflow/scripts/reference.py --target {input.target} --benchmark-name {wildcards.benchmark} "
         "--benchmark {params.benchmark} --settings {params.settings} --data-dir {params.data_dir} "
-        "--seed {params.seed} {params.dev} --out {output} > {log} 2>&1"
+        "--fewshot '{input.fewshot}' --seed {params.seed} {params.dev} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
@@ -36,6 +37,7 @@ rule evaluate:
         target=target_json("{target}"),
         drafters=lambda w: composition_drafters(w.target, w.backbone, w.composition),
         references=lambda w: reference_input(w.target, w.benchmark, w.temperature),
+        fewshot=lambda w: benchmark_fewshot(w.target, w.benchmark),
     output:
         directory(f"{RESULTS}/eval/{{target}}/{{backbone}}/{{composition}}/{{benchmark}}/T{{temperature}}"),
     log:
@@ -60,7 +62,7 @@ rule evaluate:
         "python workflow/scripts/evaluate.py --target {input.target} --drafters {input.drafters} "
         "--composition {params.composition} --benchmark-name {wildcards.benchmark} --benchmark {params.benchmark} "
         "--temperature {wildcards.temperature} --settings {params.settings} --data-dir {params.data_dir} "
-        "--references '{input.references}' "
+        "--references '{input.references}' --fewshot '{input.fewshot}' "
         "--seed {params.seed} {params.dev} --label {wildcards.target} {wildcards.backbone} {wildcards.composition} "
         "--out {output} > {log} 2>&1"
 

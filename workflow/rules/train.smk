@@ -1,4 +1,4 @@
-# Features -> drafters per target x backbone x dataset, and point-wise averaged checkpoints.
+# Per-source features -> drafters per target x backbone x mixture, and point-wise averaged checkpoints.
 # Only drafter/ is declared: the resumable training state beside it (state/, metrics.parquet)
 # survives a killed job, so re-running the rule continues from the last saved step.
 
@@ -6,7 +6,7 @@
 rule train:
     input:
         target=target_json("{target}"),
-        features=f"{RESULTS}/features/{{target}}/{{dataset}}",
+        features=lambda w: [d for d, _ in feature_parts(w.target, w.dataset)],
         warm=warm_start,
     output:
         directory(f"{RESULTS}/drafters/{{target}}/{{backbone}}/{{dataset}}/drafter"),
@@ -17,6 +17,7 @@ rule train:
     wildcard_constraints:
         dataset="(?!avg-)[^/]+",
     params:
+        counts=lambda w: " ".join(str(c) for _, c in feature_parts(w.target, w.dataset)),
         settings=lambda w: json_arg(train_settings(w.backbone)),
         workdir=lambda w: f"{RESULTS}/drafters/{w.target}/{w.backbone}/{w.dataset}",
         dev=device_args(),
@@ -28,7 +29,7 @@ rule train:
     conda:
         ENV
     shell:
-        "python workflow/scripts/train.py --target {input.target} --features {input.features} "
+        "python workflow/scripts/train.py --target {input.target} --features {input.features} --counts {params.counts} "
         "--settings {params.settings} --warm-start '{input.warm}' --workdir {params.workdir} {params.dev} "
         "> {log} 2>&1"
 

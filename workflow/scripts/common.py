@@ -9,6 +9,7 @@ import json
 import torch
 
 from taps.benchmarks import Prompt, benchmark_from_config, load_prompts
+from taps.prompts import PromptFormat, load_format
 from taps.target import TargetModel, load_target_spec
 
 
@@ -30,9 +31,15 @@ def add_benchmark_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", required=True, type=json.loads, help="the evaluate section's shared settings")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--fewshot", default="", help="few-shot exemplars (rule fewshot); '' for none")
 
 
 def benchmark_prompts(args: argparse.Namespace) -> list[Prompt]:
     """The seeded sample of `settings.prompts` prompts of the named benchmark."""
     benchmark = benchmark_from_config(args.benchmark_name, args.benchmark)
     return load_prompts(benchmark, args.data_dir, limit=args.settings.get("prompts"), seed=args.seed)
+
+
+def prompt_format(args: argparse.Namespace, tokenizer) -> PromptFormat:
+    """The benchmark's prompt format: few-shot exemplars and stop strings for a base target."""
+    return load_format(tokenizer, args.fewshot.strip() or None)

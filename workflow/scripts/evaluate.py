@@ -8,7 +8,7 @@ import tempfile
 
 import pandas as pd
 
-from common import add_benchmark_args, add_target_args, benchmark_prompts, open_target
+from common import add_benchmark_args, add_target_args, benchmark_prompts, open_target, prompt_format
 from taps.compose import compose, proposers_for
 from taps.drafter import Drafter
 from taps.evaluate import EvalConfig, evaluate, read_references
@@ -35,7 +35,8 @@ def main() -> None:
     config = EvalConfig(args.temperature, args.settings.get("max_new_tokens", 128), args.seed,
                         args.settings.get("replay", False), args.settings.get("timed_prompts", 1))
     references = read_references(args.references) if args.references else None
-    rows = evaluate(target, proposer, prompts, config, references=references)
+    rows = evaluate(target, proposer, prompts, config, references=references,
+                    fmt=prompt_format(args, target.tokenizer))
     label = dict(zip(("target", "backbone", "composition"), args.label), temperature=args.temperature)
     tmp = tempfile.mkdtemp(prefix=".eval-", dir=os.path.dirname(os.path.abspath(args.out)))
     for name, table in (("cycles", rows.cycles), ("nodes", rows.nodes), ("turns", rows.turns)):

@@ -2,7 +2,7 @@
 
 import argparse
 
-from common import add_benchmark_args, add_target_args, benchmark_prompts, open_target
+from common import add_benchmark_args, add_target_args, benchmark_prompts, open_target, prompt_format
 from taps.evaluate import EvalConfig, reference_rows, write_references
 
 
@@ -14,7 +14,8 @@ def main() -> None:
     args = parser.parse_args()
     target = open_target(args)
     config = EvalConfig(0.0, args.settings.get("max_new_tokens", 128), args.seed)
-    write_references(reference_rows(target, benchmark_prompts(args), config), args.out)
+    rows = reference_rows(target, benchmark_prompts(args), config, fmt=prompt_format(args, target.tokenizer))
+    write_references(rows, args.out)
 
 
 if __name__ == "__main__":
