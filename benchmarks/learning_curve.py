@@ -3,7 +3,7 @@
     python benchmarks/learning_curve.py --workdir results/learning_curve \
         [--data gsm8k_train:target=results/data/gemma-3-270m/target/gsm8k_train.parquet ...] \
         [--sources gsm8k_train sharegpt] [--responses dataset target] [--conversations 320] \
-        [--epochs 4] [--points 4] [--dev-prompts 8] [--max-new-tokens 96] [--tree 16,4,4]
+        [--epochs 12] [--points 3] [--dev-prompts 8] [--max-new-tokens 96] [--tree 16,4,4]
 
 For every source (math: GSM8K train; chat: ShareGPT) and every answer writer (the dataset's
 text, or the target's own few-shot answers, `taps.answers`), an EAGLE-2 drafter is trained
@@ -44,9 +44,9 @@ from taps.tree import TreeConfig
 FEWSHOT = {"gsm8k_train": 3, "sharegpt": 2}  # as config/config.yaml
 
 
-def dev_prompts(target, name, conversations, fmt, count, max_new_tokens, seed):
+def dev_prompts(target, name, conversations, fmt, count, max_new_tokens, seed, exclude):
     """(prompt ids, greedy reference) of the last `count` conversations of the source's seeded order."""
-    tail = select(name, conversations, None, seed)[-count:]
+    tail = select(name, conversations, None, seed, exclude)[-count:]
     stop = StopStrings(target.tokenizer, fmt.stop) if fmt.stop else None
     out = []
     for conversation in tail:
@@ -107,8 +107,8 @@ def main() -> None:
     parser.add_argument("--responses", nargs="+", default=["dataset", "target"])
     parser.add_argument("--conversations", type=int, default=320, help="training conversations per source")
     parser.add_argument("--answer-tokens", type=int, default=128, help="max_new_tokens of target-written answers")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--points", type=int, default=4, help="scored points along each run")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--points", type=int, default=3, help="scored points along each run")
     parser.add_argument("--dev-prompts", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--tree", default="16,4,4", help="total_tokens,depth,top_k")
@@ -126,14 +126,16 @@ def main() -> None:
         conversations = load_source(SOURCE_PRESETS[name], args.data_dir)
         exclude = choose_exemplars(conversations, FEWSHOT.get(name, 0), args.seed, name)
         fmt = plain_format(target.tokenizer, [first_exchange(conversations[i]) for i in exclude])
-        dev, stop = dev_prompts(target, name, conversations, fmt, args.dev_prompts, args.max_new_tokens, args.seed)
+        dev, stop = dev_prompts(target, name, conversations, fmt, args.dev_prompts, args.max_new_tokens, args.seed,
+                                 exclude)
         for responses in args.responses:
             path = given.get(f"{name}:{responses}") or os.path.join(args.workdir, f"{name}-{responses}.parquet")
             prepared[name, responses] = (source_data(target, name, conversations, responses, fmt, exclude, args,
                                                      path), dev, stop)
     vocab = os.path.join(args.workdir, "vocab.safetensors")
     d2t = write_vocab([p for p, _, _ in prepared.values()], target.vocab_size, args.vocab, vocab)
-    config = TrainConfig(epochs=args.epochs, lr=3e-4, batch_tokens=2048, max_length=512, seed=args.seed)
+    config = TrainConfig(epochs=args.epochs, lr=3e-4, batch_tokens=2048, max_length=512, warmup_steps=10,
+                         seed=args.seed)  # config/config.yaml's EAGLE-2 settings
     rows = []
     for (name, responses), (path, dev, stop) in prepared.items():
         features = os.path.join(args.workdir, f"features-{name}-{responses}")
