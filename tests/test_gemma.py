@@ -84,3 +84,37 @@ def test_gemma_replay_equals_the_engine(gemma):
         assert_same_records(engine, replay_greedy(gemma, proposer, ids, reference, 24))
         accepted += sum(c["accepted"] for c in engine.cycles)
     assert accepted > 0
+
+
+# Two solved GSM8K-train exchanges (the few-shot form the workflow uses), long enough that the
+# prompts pass Gemma-3's 512-token sliding window.
+EXEMPLARS = [
+    ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did "
+     "she earn?", "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = "
+     "$<<0.2*50=10>>10.\n#### 10"),
+    ("Betty is saving money for a new wallet which costs $100. Betty has only half of the money she needs. Her "
+     "parents decided to give her $15 for that purpose, and her grandparents twice as much as her parents. How "
+     "much more money does Betty need to buy the wallet?", "In the beginning, Betty has only 100 / 2 = "
+     "$<<100/2=50>>50.\nBetty's grandparents gave her 15 * 2 = $<<15*2=30>>30.\nThis means, Betty needs "
+     "100 - 50 - 30 - 15 = $<<100-50-30-15=5>>5 more.\n#### 5"),
+] * 2
+
+
+def test_gemma_batched_regeneration_equals_the_vanilla_loop_with_few_shot_prompts(gemma):
+    """Left-padded batched generation (taps.answers) gives the vanilla loop's tokens on the real target,
+    stop string included, for few-shot prompts of different lengths past the sliding window."""
+    from taps.answers import generate_batch
+    from taps.generate import StopStrings
+    from taps.prompts import plain_format
+
+    fmt = plain_format(gemma.tokenizer, EXEMPLARS)
+    stop = StopStrings(gemma.tokenizer, fmt.stop)
+    prompts = []
+    for text in PROMPTS:
+        rendered, _, _ = fmt.render(gemma.tokenizer, [("user", text)], add_generation_prompt=True)
+        prompts.append(gemma.tokenizer(rendered, add_special_tokens=False).input_ids)
+    assert min(map(len, prompts)) > 512 and len(set(map(len, prompts))) == len(prompts)
+    batched = generate_batch(gemma, prompts, 40, stop=stop)
+    for ids, (tokens, finish) in zip(prompts, batched):
+        single = vanilla_generate(gemma, torch.tensor(ids), 40, stop=stop)
+        assert tokens == single.tokens and finish == single.stopped
