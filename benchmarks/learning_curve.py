@@ -33,7 +33,7 @@ from taps.answers import AnswerConfig, prepare_source, select
 from taps.data import SOURCE_PRESETS, load_source
 from taps.draft import EagleProposer
 from taps.features import FeatureShards, extract_features, write_vocab
-from taps.generate import StopStrings, vanilla_generate
+from taps.generate import vanilla_generate
 from taps.metrics import bootstrap_ci
 from taps.prompts import choose_exemplars, first_exchange, plain_format
 from taps.replay import replay_greedy
@@ -47,7 +47,7 @@ FEWSHOT = {"gsm8k_train": 3, "sharegpt": 2}  # as config/config.yaml
 def dev_prompts(target, name, conversations, fmt, count, max_new_tokens, seed, exclude):
     """(prompt ids, greedy reference) of the last `count` conversations of the source's seeded order."""
     tail = select(name, conversations, None, seed, exclude)[-count:]
-    stop = StopStrings(target.tokenizer, fmt.stop) if fmt.stop else None
+    stop = fmt.stop_strings(target.tokenizer)
     out = []
     for conversation in tail:
         text, _, _ = fmt.render(target.tokenizer, [("user", first_exchange(conversation)[0])], True)

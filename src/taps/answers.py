@@ -174,7 +174,7 @@ def target_rows(name: str, conversations: Sequence[Conversation], target: Target
                 config: AnswerConfig, progress: bool = True) -> list[dict]:
     """Rows answered by the target, turn after turn on its own earlier answers (batched per turn)."""
     tokenizer = target.tokenizer
-    stop = StopStrings(tokenizer, fmt.stop) if fmt.stop else None
+    stop = fmt.stop_strings(tokenizer)
     chats = [first_turns(c, config) for c in conversations]
     history: list[Conversation] = [[t for t in c[:1] if t[0] == "system"] for c in chats]
     users = [[text for role, text in c if role == "user"] for c in chats]

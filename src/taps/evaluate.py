@@ -87,9 +87,6 @@ def _ids(tokenizer, history: list[tuple[str, str]], text: str, fmt: PromptFormat
                                   add_special_tokens=False).input_ids)
 
 
-def _stop(target: TargetModel, fmt: PromptFormat) -> StopStrings | None:
-    return StopStrings(target.tokenizer, fmt.stop) if fmt.stop else None
-
 
 def reference_rows(target: TargetModel, prompts: list[Prompt], config: EvalConfig,
                    progress: bool = True, fmt: PromptFormat = PromptFormat()) -> list[dict]:
@@ -98,7 +95,7 @@ def reference_rows(target: TargetModel, prompts: list[Prompt], config: EvalConfi
     At temperature 0 this is the target's deterministic output, which every composition is
     replayed against; later turns are conditioned on these answers, as in `evaluate`.
     """
-    rows, tokenizer, stop = [], target.tokenizer, _stop(target, fmt)
+    rows, tokenizer, stop = [], target.tokenizer, fmt.stop_strings(target.tokenizer)
     for index, prompt in enumerate(tqdm(prompts, desc="reference", disable=not progress)):
         history: list[tuple[str, str]] = []
         for turn, text in enumerate(prompt.turns):
@@ -155,7 +152,7 @@ def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], con
         references = reference_rows(target, prompts, config, progress, fmt)
     refs = {(r["prompt"], r["turn"]): r for r in references or []}
     rows = EvalRows([], [], [])
-    tokenizer, stop = target.tokenizer, _stop(target, fmt)
+    tokenizer, stop = target.tokenizer, fmt.stop_strings(target.tokenizer)
     for index, prompt in enumerate(tqdm(prompts, desc="prompts", disable=not progress)):
         history: list[tuple[str, str]] = []
         for turn, text in enumerate(prompt.turns):

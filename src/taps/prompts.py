@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from taps.data import Conversation, format_conversation
-from taps.generate import USER_TURN_STOP
+from taps.generate import USER_TURN_STOP, StopStrings
 
 MAX_EXEMPLAR_CHARS = 800  # an exemplar's question + answer; longer ones would dominate the prompt
 MIN_EXEMPLAR_CHARS = 40  # and shorter ones show nothing of the task's form
@@ -59,6 +59,10 @@ class PromptFormat:
             return text, spans, 0
         prefix, _ = format_conversation(tokenizer, context)
         return text, spans[len(self.exemplars):], len(prefix)
+
+    def stop_strings(self, tokenizer) -> StopStrings | None:
+        """The stop rule generation applies under this format (None: stop at EOS only)."""
+        return StopStrings(tokenizer, self.stop) if self.stop else None
 
     def answer(self, tokenizer, tokens: Sequence[int]) -> str:
         """A generated answer as history for the next turn: no special tokens, cut before a stop string."""
