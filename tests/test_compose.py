@@ -119,3 +119,33 @@ def test_routing_records_which_drafter_was_chosen(target):
     assert chosen <= {0, 1} and len(chosen) >= 1
     for c in got.cycles:
         assert {n["drafter"] for n in got.nodes if n["cycle"] == c["cycle"]} == {c["drafter"]}
+
+
+def test_greedy_verification_without_trie_tries_every_copy_of_the_token():
+    """Target chain 1, 4, 7: drafter 1's copy of token 1 leads on to 4, drafter 0's copy does not.
+
+    Walking only the first sibling holding 1 (drafter 0's) would accept 1 token; the prefix match
+    over all paths, as EAGLE's evaluate_posterior does, accepts 2 through drafter 1's copy.
+    """
+    from taps.tree import follow, merge_trees
+    from taps.verify import verify_greedy
+    merged = merge_trees([A, B], trie=False)  # tokens [9, 1, 2, 3, 1, 4, 5]
+    chain = {0: 1, 1: 6, 4: 4, 5: 7}  # node -> the target's argmax after it (1 after the root, ...)
+    logits = torch.full((len(merged), 10), -1.0)
+    for node, token in chain.items():
+        logits[node, token] = 1.0
+    read = []
+
+    class Rows:
+        def __getitem__(self, i):
+            read.append(i)
+            return logits[i]
+
+    path, bonus = verify_greedy(merged, Rows())
+    assert (path, bonus) == ([0, 4, 5], 7)
+    assert sorted(set(read)) == [0, 1, 4, 5] and len(read) == len(set(read))  # each matching node's row once
+    assert follow(merged, [1, 4, 7]) == [0, 4, 5]
+    assert follow(merged, [1, 2]) == [0, 1, 2]  # drafter 0's copy wins where it is the longer one
+    assert follow(merged, [1, 8]) == [0, 1]  # equally long: the first copy in child order
+    trie = merge_trees([A, B], trie=True)
+    assert follow(trie, [1, 4, 7]) == [0, 1, 4]  # the trie reaches the same tokens through one node

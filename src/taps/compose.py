@@ -9,7 +9,10 @@
   `budget="paper"` keeps every drafter's full tree (a pass verifies about K times the nodes, as
   the reference code does); `budget="equal"` keeps the total_tokens - 1 most confident nodes
   of the union, so a pass verifies as many nodes as one drafter's tree. `trie=True` merges
-  identical prefixes proposed by several drafters into one node.
+  identical prefixes proposed by several drafters into one node. Without the trie (as the
+  reference code verifies), greedy verification follows every sibling holding the target's
+  token and keeps the longest path (`taps.verify`); sampling accepts only a token's first
+  copy, so at T > 0 the trie can only accept more.
 
 Every drafter commits the accepted context each step, whichever tree was chosen, so each keeps
 its own cache current. Losslessness is the engine's: any tree verified by `taps.verify` is exact.

@@ -9,6 +9,7 @@ All tree tensors live on the CPU: they are tiny, and Python walks them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -100,20 +101,33 @@ def children_lists(parents: Tensor) -> list[list[int]]:
     return children
 
 
+def longest_match(tree: DraftTree, want: Callable[[int, int], int | None]) -> list[int]:
+    """Longest node path from the root where every step moves to a child holding want(node, depth).
+
+    want(node, depth) is the token the target puts after `node` (at `depth`), or None to stop.
+    Every child that holds it is followed, so when several siblings carry the same token (a merged
+    tree without the trie) the longest accepted path wins, as a prefix match over all paths does;
+    among equally long paths, the first in child order. With distinct siblings this is the single
+    greedy walk. want is called at most once per node on a matching path.
+    """
+    tokens, children = tree.tokens.tolist(), children_lists(tree.parents)
+    best, stack = [0], [[0]]
+    while stack:
+        path = stack.pop()
+        if len(path) > len(best):
+            best = path
+        token = want(path[-1], len(path) - 1)
+        stack += [path + [c] for c in reversed(children[path[-1]]) if tokens[c] == token]
+    return best
+
+
 def follow(tree: DraftTree, continuation: list[int]) -> list[int]:
     """Node path from the root whose tokens spell the longest prefix of `continuation`.
 
     It is the walk greedy verification makes when `continuation` is the target's own greedy output
-    after the root: at each node, move to the first child holding the next token.
+    after the root (`longest_match`).
     """
-    tokens, children = tree.tokens.tolist(), children_lists(tree.parents)
-    path = [0]
-    for want in continuation:
-        nxt = next((c for c in children[path[-1]] if tokens[c] == want), None)
-        if nxt is None:
-            break
-        path.append(nxt)
-    return path
+    return longest_match(tree, lambda node, depth: continuation[depth] if depth < len(continuation) else None)
 
 
 def leaf_paths(parents: Tensor) -> Tensor:

@@ -1,8 +1,10 @@
 """Tree verification: which drafted path the target accepts, and the token it adds itself.
 
 Greedy (temperature 0): walk from the root; at each node take the target's argmax and move to
-the child holding it, if any. The emitted tokens are the target's own argmax chain, so the
-output equals plain greedy decoding token for token.
+the child holding it, if any. When several siblings hold it (a merged tree without the trie:
+two drafters proposed the same token), every one is followed and the longest accepted path
+wins, as EAGLE's prefix match over all paths does. The emitted tokens are the target's own
+argmax chain, so the output equals plain greedy decoding token for token.
 
 Sampling (temperature > 0), recursive rejection over siblings with point-mass proposals: at a
 node whose target distribution is p, try its children x_1, x_2, ... in order. Accept x_i with
@@ -13,7 +15,9 @@ t != x_1, so P(t) = (1 - p(x_1)) * p(t) / (1 - p(x_1)) = p(t) for every t != x_1
 try is an exact draw from p, by induction over the siblings and then over depth. This holds
 whatever tokens the drafter chose (top-k, deterministic) as long as the choice did not look at
 the target's randomness, and a token proposed twice is simply rejected the second time
-(its mass is already zero).
+(its mass is already zero). So at T > 0 a duplicate sibling and its subtree are never
+accepted: a merged tree without the trie verifies like one whose duplicate subtrees keep only
+the first copy, and the trie (which merges the copies' children) can only accept more.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from taps.tree import DraftTree, children_lists
+from taps.tree import DraftTree, children_lists, longest_match
 
 
 def target_probs(logits: Tensor, temperature: float) -> Tensor:
@@ -39,16 +43,20 @@ def sample_token(logits: Tensor, temperature: float, generator: torch.Generator 
 def verify_greedy(tree: DraftTree, logits: Tensor) -> tuple[list[int], int]:
     """logits[i]: the target's logits [V] at node i (a [N, V] tensor or a lazy row provider).
 
-    Returns (accepted node path from the root, bonus token). Only the path's rows are read.
+    Returns (accepted node path from the root, bonus token): the longest path along the target's
+    argmax chain (`taps.tree.longest_match`; every child holding the argmax is followed, so
+    duplicate siblings of a merged tree without the trie are all tried). Only rows of nodes on
+    matching paths are read.
     """
-    tokens, children = tree.tokens.tolist(), children_lists(tree.parents)
-    path = [0]
-    while True:
-        want = int(logits[path[-1]].argmax())
-        nxt = next((c for c in children[path[-1]] if tokens[c] == want), None)
-        if nxt is None:
-            return path, want
-        path.append(nxt)
+    argmax: dict[int, int] = {}
+
+    def want(node: int, depth: int) -> int:
+        if node not in argmax:
+            argmax[node] = int(logits[node].argmax())
+        return argmax[node]
+
+    path = longest_match(tree, want)
+    return path, want(path[-1], len(path) - 1)
 
 
 def verify_sampling(tree: DraftTree, logits: Tensor, temperature: float,
