@@ -147,3 +147,33 @@ def test_a_replay_that_differs_from_the_engine_is_flagged(tiny, monkeypatch):
     rows = evaluate(target, proposer, PROMPTS, EvalConfig(max_new_tokens=20, replay=True, timed_prompts=2),
                     progress=False)
     assert [t["replay_matches"] for t in rows.turns] == [False, False, False]
+
+
+def test_many_compositions_in_one_call_give_each_its_own_rows(tiny):
+    """evaluate_many shares the vanilla run and replay's features per turn; each composition's rows
+    equal those of evaluating it alone, and routed replay scores every candidate tree."""
+    from taps.compose import compose
+    from taps.evaluate import evaluate_many
+    target, proposer = tiny
+    tree = TreeConfig(total_tokens=12, depth=3, top_k=3)
+    routed = compose("route-confidence", [EagleProposer(echo_drafter(target), tree, source=i) for i in range(2)])
+    config = EvalConfig(max_new_tokens=16, replay=True, timed_prompts=1)
+    refs = reference_rows(target, PROMPTS, config, progress=False)
+    many = evaluate_many(target, {"single": proposer, "routed": routed}, PROMPTS, config, refs, progress=False)
+    for name, alone in (("single", proposer), ("routed", routed)):
+        one = evaluate(target, alone, PROMPTS, config, refs, progress=False)
+        for table in ("cycles", "nodes", "turns", "candidates"):
+            assert _without_time(getattr(many[name], table)) == _without_time(getattr(one, table)), (name, table)
+    turns = many["routed"].turns
+    assert [t["mode"] for t in turns] == ["engine", "replay", "replay"]
+    assert turns[0]["replay_matches"] and (turns[0]["replay_new_tokens"], turns[0]["replay_passes"]) == (
+        turns[0]["new_tokens"], turns[0]["passes"])
+    assert turns[1]["replay_new_tokens"] is None
+    assert many["single"].candidates == []
+    replayed = [c for c in many["routed"].cycles if c["prompt"] == "b"]
+    cands = [c for c in many["routed"].candidates if c["prompt"] == "b"]
+    assert len(cands) == len(replayed) > 0
+    for cycle, cand in zip(replayed, cands):  # the kept tree's score is the cycle's own (unless cut at the end)
+        assert cand["cycle"] == cycle["cycle"] and cycle["drafter"] in (0, 1)
+        assert cand[f"accepted_{cycle['drafter']}"] >= cycle["accepted"]
+        assert cand["confidence_0"] == cand["confidence_1"]  # twin drafters: the same trees

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor
 
 from taps.draft import EagleProposer
-from taps.tree import DraftTree, merge_trees, prune, select_top, without_root
+from taps.tree import DraftTree, follow, merge_trees, prune, select_top, without_root
 
 SIGNALS = ("confidence", "entropy")
 BUDGETS = ("paper", "equal")
@@ -48,6 +48,22 @@ def route(trees: Sequence[DraftTree], signal: str) -> int:
         else:
             scores.append(-tree.entropy[1:].mean().item())
     return max(range(len(trees)), key=lambda i: (scores[i], -i))
+
+
+def candidate_scores(trees: Sequence[DraftTree], continuation: list[int]) -> dict[str, float]:
+    """Each candidate tree's routing signals and, given the target's own continuation, the drafted
+    tokens greedy verification would accept from it: {confidence_i, entropy_i, accepted_i}.
+
+    Replay knows the continuation, so it can score the trees routing did not keep: how often a
+    signal picks the tree that would have been accepted longer (`taps.figures`).
+    """
+    scores: dict[str, float] = {}
+    for i, tree in enumerate(trees):
+        drafted = len(tree) > 1
+        scores[f"confidence_{i}"] = tree.confidence[1:].mean().item() if drafted else float("nan")
+        scores[f"entropy_{i}"] = tree.entropy[1:].mean().item() if drafted else float("nan")
+        scores[f"accepted_{i}"] = len(follow(tree, continuation)) - 1
+    return scores
 
 
 class _Ensemble:
@@ -77,8 +93,8 @@ class RoutedProposer(_Ensemble):
         self.signal = signal
 
     def propose(self, root: int) -> DraftTree:
-        trees = [p.propose(root) for p in self.proposers]
-        return trees[route(trees, self.signal)]
+        self.candidates = [p.propose(root) for p in self.proposers]  # replay scores them all
+        return self.candidates[route(self.candidates, self.signal)]
 
 
 class MergedProposer(_Ensemble):

@@ -1,7 +1,9 @@
-"""Evaluation: one composition on one benchmark at one temperature, against the vanilla loop.
+"""Evaluation: compositions on one benchmark at one temperature, against the vanilla loop.
 
 For every prompt and turn the vanilla loop and the speculative loop run side by side, in the
-same process on the same target, so their tokens/s compare fairly on any machine. The vanilla
+same process on the same target, so their tokens/s compare fairly on any machine. Several
+compositions can be evaluated in one call (`evaluate_many`): the vanilla run and replay's
+features are then computed once per turn and shared. The vanilla
 run is also the reference: at temperature 0 the speculative output must equal it token for
 token (a mismatch is a bug and stops the evaluation), and a multi-turn prompt (MT-Bench) is
 conditioned on the target's own earlier answers, taken from the vanilla run. Both runs of a
@@ -23,7 +25,7 @@ replayed, not timed). Acceptance length and its confidence interval are computed
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -33,7 +35,7 @@ from tqdm import tqdm
 from taps.benchmarks import Prompt, build_turn_prompt
 from taps.generate import Generation, Proposer, StopStrings, speculative_generate, vanilla_generate
 from taps.prompts import PromptFormat
-from taps.replay import replay_greedy
+from taps.replay import checked_features, replay_greedy
 from taps.target import TargetModel
 
 
@@ -63,23 +65,11 @@ class EvalRows:
     cycles: list[dict]  # prompt, turn, cycle, accepted, emitted, nodes, drafter, seconds
     nodes: list[dict]  # prompt, turn, cycle, node, depth, confidence, prob, entropy, accepted, drafter
     turns: list[dict]  # prompt, turn, mode (engine | replay), new_tokens, passes, seconds, vanilla_seconds, ...
+    candidates: list[dict] = field(default_factory=list)  # routed, replayed cycles: every tree's signals, accepted
 
 
 def _generator(seed: int, prompt: int, turn: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + prompt * 101 + turn)
-
-
-def evaluate_turn(target: TargetModel, proposer: Proposer, ids: torch.Tensor, config: EvalConfig,
-                  prompt: int, turn: int, stop: StopStrings | None = None):
-    """Vanilla then speculative decoding of one turn; returns (vanilla, speculative) Generations."""
-    vanilla = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
-                               _generator(config.seed, prompt, turn), stop=stop)
-    spec = speculative_generate(target, proposer, ids, config.max_new_tokens, config.temperature,
-                                _generator(config.seed, prompt, turn), stop=stop)
-    if config.temperature == 0 and spec.tokens != vanilla.tokens:
-        raise RuntimeError(f"prompt {prompt}, turn {turn}: greedy speculative output differs from the target's "
-                           "own greedy output; speculative decoding must be lossless (this is a bug)")
-    return vanilla, spec
 
 
 def _ids(tokenizer, history: list[tuple[str, str]], text: str, fmt: PromptFormat) -> torch.Tensor:
@@ -137,21 +127,25 @@ def _same_records(a: Generation, b: Generation) -> bool:
     return a.tokens == b.tokens and cycles(a) == cycles(b) and nodes(a) == nodes(b)
 
 
-def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], config: EvalConfig,
-             references: list[dict] | None = None, progress: bool = True,
-             fmt: PromptFormat = PromptFormat()) -> EvalRows:
-    """Decode every turn of every prompt and collect the raw rows.
+def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: list[Prompt], config: EvalConfig,
+                  references: list[dict] | None = None, progress: bool = True,
+                  fmt: PromptFormat = PromptFormat()) -> dict[str, EvalRows]:
+    """Decode every turn of every prompt with each proposer (compositions by name); raw rows per name.
 
-    Without replay, each turn runs vanilla and the engine side by side. With replay (T=0), turns
-    of the first `timed_prompts` prompts do that too, and every other turn is replayed against
-    `references` (`reference_rows` of the same prompts and config; computed here when None).
-    `fmt` renders the prompts (few-shot exemplars of a base target) and gives the stop strings.
+    Each turn's shared work is done once for all proposers: the vanilla run (timing, and the
+    reference of later turns) and, with replay, the features of the target's output. Without
+    replay, every turn runs vanilla and each proposer's engine side by side. With replay (T=0),
+    turns of the first `timed_prompts` prompts do that too, and are replayed as well (the
+    engine's and replay's records are both kept: `replay_matches`, `replay_new_tokens`,
+    `replay_passes`); every other turn is replayed against `references` (`reference_rows` of the
+    same prompts and config; computed here when None). `fmt` renders the prompts (few-shot
+    exemplars of a base target) and gives the stop strings.
     """
     replay = config.replay and config.temperature == 0
     if replay and references is None:
         references = reference_rows(target, prompts, config, progress, fmt)
     refs = {(r["prompt"], r["turn"]): r for r in references or []}
-    rows = EvalRows([], [], [])
+    rows = {name: EvalRows([], [], []) for name in proposers}
     tokenizer, stop = target.tokenizer, fmt.stop_strings(target.tokenizer)
     for index, prompt in enumerate(tqdm(prompts, desc="prompts", disable=not progress)):
         history: list[tuple[str, str]] = []
@@ -159,26 +153,54 @@ def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], con
             ids = _ids(tokenizer, history, text, fmt)
             key = {"benchmark": prompt.benchmark, "prompt": prompt.id, "turn": turn}
             ref = _reference(refs, key, ids) if replay else None
+            features = checked_features(target, ids, ref["tokens"]) if replay else None
             timed = not replay or index < config.timed_prompts
-            if timed:
-                vanilla, spec = evaluate_turn(target, proposer, ids, config, index, turn, stop)
-                answer, vanilla_seconds = vanilla.tokens, vanilla.seconds - vanilla.prefill_seconds
-                matches = _same_records(replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens,
-                                                      stop=stop), spec) if replay else None
-            else:
-                spec = replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens, stop=stop)
-                answer, vanilla_seconds, matches = ref["tokens"], float("nan"), None
-            rows.cycles += [{**key, **c} for c in spec.cycles]
-            rows.nodes += [{**key, **n} for n in spec.nodes]
-            rows.turns.append({
-                **key, "mode": "engine" if timed else "replay", "prompt_tokens": len(ids),
-                "new_tokens": len(spec.tokens) - 1, "passes": len(spec.cycles),
-                "seconds": spec.seconds - spec.prefill_seconds if timed else float("nan"),
-                "vanilla_new_tokens": len(answer) - 1, "vanilla_seconds": vanilla_seconds,
-                "identical": spec.tokens == answer if timed else None, "replay_matches": matches,
-            })
+            vanilla = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
+                                       _generator(config.seed, index, turn), stop=stop) if timed else None
+            answer = vanilla.tokens if timed else ref["tokens"]
+            for name, proposer in proposers.items():
+                replayed = replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens, stop=stop,
+                                         features=features) if replay else None
+                spec = _engine(target, proposer, ids, config, index, turn, stop, vanilla) if timed else replayed
+                _append(rows[name], key, len(ids), spec, vanilla, replayed if timed else None, answer)
             history.append((text, fmt.answer(tokenizer, answer)))
     return rows
+
+
+def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], config: EvalConfig,
+             references: list[dict] | None = None, progress: bool = True,
+             fmt: PromptFormat = PromptFormat()) -> EvalRows:
+    """`evaluate_many` for one proposer."""
+    return evaluate_many(target, {"": proposer}, prompts, config, references, progress, fmt)[""]
+
+
+def _engine(target, proposer, ids, config, index, turn, stop, vanilla: Generation) -> Generation:
+    spec = speculative_generate(target, proposer, ids, config.max_new_tokens, config.temperature,
+                                _generator(config.seed, index, turn), stop=stop)
+    if config.temperature == 0 and spec.tokens != vanilla.tokens:
+        raise RuntimeError(f"prompt {index}, turn {turn}: greedy speculative output differs from the target's "
+                           "own greedy output; speculative decoding must be lossless (this is a bug)")
+    return spec
+
+
+def _append(rows: EvalRows, key: dict, prompt_tokens: int, spec: Generation, vanilla: Generation | None,
+            replayed: Generation | None, answer: list[int]) -> None:
+    """One turn's rows; `vanilla` is None for a replayed turn, `replayed` set on a timed turn also replayed."""
+    nan = float("nan")
+    rows.cycles += [{**key, **c} for c in spec.cycles]
+    rows.nodes += [{**key, **n} for n in spec.nodes]
+    rows.candidates += [{**key, **c} for c in (replayed or spec).candidates]
+    rows.turns.append({
+        **key, "mode": "engine" if vanilla else "replay", "prompt_tokens": prompt_tokens,
+        "new_tokens": len(spec.tokens) - 1, "passes": len(spec.cycles),
+        "seconds": spec.seconds - spec.prefill_seconds if vanilla else nan,
+        "vanilla_new_tokens": len(answer) - 1,
+        "vanilla_seconds": vanilla.seconds - vanilla.prefill_seconds if vanilla else nan,
+        "identical": spec.tokens == answer if vanilla else None,
+        "replay_matches": _same_records(replayed, spec) if replayed else None,
+        "replay_new_tokens": len(replayed.tokens) - 1 if replayed else None,
+        "replay_passes": len(replayed.cycles) if replayed else None,
+    })
 
 
 def _reference(refs: dict, key: dict, ids: torch.Tensor) -> dict:

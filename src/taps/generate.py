@@ -41,6 +41,7 @@ class Generation:
     tokens: list[int]  # generated ids, prompt excluded; tokens[0] comes from the prefill
     cycles: list[dict] = field(default_factory=list)  # one row per target pass after the prefill
     nodes: list[dict] = field(default_factory=list)  # one row per drafted node (roots excluded)
+    candidates: list[dict] = field(default_factory=list)  # replay of a routed proposer: every tree, per cycle
     prefill_seconds: float = 0.0
     seconds: float = 0.0  # wall time of the whole run, prefill included
     stopped: str = ""  # why it ended: "eos", "stop" (a stop string) or "length" (max_new_tokens)

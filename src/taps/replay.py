@@ -26,6 +26,7 @@ import time
 import torch
 from torch import Tensor
 
+from taps.compose import candidate_scores
 from taps.generate import Generation, Proposer, StopStrings, chain, cut_new_tokens, record_cycle
 from taps.target import TargetModel
 from taps.tree import follow
@@ -41,7 +42,7 @@ def _check_end(reference: list[int], max_new_tokens: int, eos: set[int], stop: S
                          "with the vanilla loop and the same max_new_tokens and stop strings")
 
 
-def _checked_features(target: TargetModel, prompt: Tensor, reference: list[int], chunk: int = 64) -> Tensor:
+def checked_features(target: TargetModel, prompt: Tensor, reference: list[int], chunk: int = 64) -> Tensor:
     """Features of prompt + reference[:-1] ([L + n - 1, H]); raises unless every reference token is
     the target's argmax after what precedes it (the full-vocabulary head, a chunk of rows at a time)."""
     seq = torch.cat([prompt, torch.tensor(reference[:-1], dtype=prompt.dtype)])
@@ -66,19 +67,24 @@ def replay_greedy(
     max_new_tokens: int,
     eos_token_ids: set[int] | None = None,
     stop: StopStrings | None = None,
+    features: Tensor | None = None,
 ) -> Generation:
     """The greedy speculative loop's records for `proposer`, scored against the target's own output.
 
     reference: the vanilla loop's greedy tokens for `prompt` (`Generation.tokens`, same
-    max_new_tokens, EOS and stop strings). Returns the Generation `speculative_generate` would
-    return at T=0: the same tokens, cycle rows and node rows, except that `seconds` time the
-    drafting alone.
+    max_new_tokens, EOS and stop strings). features: `checked_features(target, prompt,
+    reference)`, when several proposers replay the same turn (computed here when None).
+    Returns the Generation `speculative_generate` would return at T=0: the same tokens, cycle
+    rows and node rows, except that `seconds` time the drafting alone. A proposer that keeps one
+    of several candidate trees (`candidates`, set by routing) also gets one `candidates` row per
+    cycle: each tree's signals and the drafted tokens it would have had accepted
+    (`taps.compose.candidate_scores`).
     """
     eos = target.eos_token_ids if eos_token_ids is None else eos_token_ids
     _check_end(reference, max_new_tokens, eos, stop)
     start = time.perf_counter()
     proposer.reset()
-    features = _checked_features(target, prompt, reference)
+    features = checked_features(target, prompt, reference) if features is None else features
     n_prompt = prompt.numel()
     proposer.commit(features[:n_prompt], torch.cat([prompt[1:], torch.tensor(reference[:1], dtype=prompt.dtype)]))
     out = Generation(tokens=reference[:1], prefill_seconds=time.perf_counter() - start)
@@ -92,6 +98,9 @@ def replay_greedy(
         emitted, out.stopped = cut_new_tokens(out.tokens, new, max_new_tokens, eos, stop)
         out.tokens += emitted
         record_cycle(out, tree, path, len(emitted), time.perf_counter() - tick)
+        if getattr(proposer, "candidates", None):
+            out.candidates.append({"cycle": len(out.cycles) - 1,
+                                   **candidate_scores(proposer.candidates, reference[done:])})
         if out.stopped:  # at the reference's end: `_check_end` holds
             break
         rows = [n_prompt + done - 1 + i for i in range(len(path))]  # root and accepted nodes' positions

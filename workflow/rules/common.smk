@@ -86,8 +86,13 @@ def drafter_outputs():
     return out
 
 
-def device_args():
-    return f"--device {config.get('device', 'auto')} --threads {config.get('threads', 2)}"
+def device_args(threads=None):
+    return f"--device {config.get('device', 'auto')} --threads {threads or config.get('threads', 2)}"
+
+
+def eval_threads():
+    """Threads of a reference or evaluation job (evaluate.threads, else the top-level threads)."""
+    return config.get("evaluate", {}).get("threads", config.get("threads", 2))
 
 
 def train_settings(backbone):
@@ -101,33 +106,50 @@ def warm_start(w):
     return []
 
 
-def composition_drafters(target, backbone, composition):
-    """The drafter directories a configured composition combines (datasets or avg-<name>)."""
-    return [drafter_dir(target, backbone, d) for d in config["evaluate"]["compositions"][composition]["drafters"]]
+def is_greedy(temperature):
+    return float(temperature) == 0
+
+
+def eval_plan(temperature):
+    """(backbones, compositions, benchmarks, prompts) evaluated at a temperature: everything at T=0;
+    at T > 0 (no replay: every turn runs the engine) what evaluate.sampled narrows it to."""
+    ev = config["evaluate"]
+    narrow = {} if is_greedy(temperature) else ev.get("sampled", {})
+    return (narrow.get("backbones", config["backbones"]), narrow.get("compositions", list(ev["compositions"])),
+            narrow.get("benchmarks", list(ev["benchmarks"])), narrow.get("prompts", ev.get("prompts")))
+
+
+def eval_dir(target, backbone, composition, benchmark, temperature):
+    return f"{RESULTS}/eval/{target}/{backbone}/{composition}/{benchmark}/T{temperature}"
 
 
 def evaluation_outputs():
     ev = config.get("evaluate")
     if not ev:
         return []
-    return [
-        f"{RESULTS}/eval/{t}/{b}/{c}/{bench}/T{temp}"
-        for t in config["targets"]
-        for b in config["backbones"]
-        for c in ev["compositions"]
-        for bench in ev["benchmarks"]
-        for temp in ev["temperatures"]
-    ]
+    out = []
+    for temp in ev["temperatures"]:
+        backbones, compositions, benchmarks, _ = eval_plan(temp)
+        out += [eval_dir(t, b, c, bench, temp) for t in config["targets"] for b in backbones
+                for c in compositions for bench in benchmarks]
+    return out
+
+
+def eval_drafters(target, backbone, compositions):
+    """name=directory of every drafter the compositions combine (datasets or avg-<name>), once each."""
+    names = dict.fromkeys(d for c in compositions for d in config["evaluate"]["compositions"][c]["drafters"])
+    return {name: drafter_dir(target, backbone, name) for name in names}
 
 
 def reference_input(target, benchmark, temperature):
     """The greedy references a T=0 evaluation replays against, when evaluate.replay is on."""
-    if config["evaluate"].get("replay") and float(temperature) == 0:
+    if config["evaluate"].get("replay") and is_greedy(temperature):
         return f"{RESULTS}/references/{target}/{benchmark}.parquet"
     return []
 
 
-def eval_settings():
-    """prompts, max_new_tokens and tree of the evaluate section (what every evaluation shares)."""
-    return {k: v for k, v in config["evaluate"].items()
-            if k not in ("compositions", "benchmarks", "temperatures", "fewshot")}
+def eval_settings(temperature=0):
+    """prompts, max_new_tokens, replay and tree of the evaluate section, as evaluations at `temperature` use them."""
+    settings = {k: v for k, v in config["evaluate"].items()
+                if k not in ("compositions", "benchmarks", "temperatures", "fewshot", "sampled", "threads")}
+    return {**settings, "prompts": eval_plan(temperature)[3]}

@@ -15,11 +15,11 @@ rule reference:
         f"{RESULTS}/benchmarks/reference/{{target}}/{{benchmark}}.tsv"
     params:
         benchmark=lambda w: json_arg(config["evaluate"]["benchmarks"][w.benchmark]),
-        settings=lambda w: json_arg({k: v for k, v in eval_settings().items() if k in ("prompts", "max_new_tokens")}),
+        settings=lambda w: json_arg({k: v for k, v in eval_settings(0).items() if k in ("prompts", "max_new_tokens")}),
         data_dir=config["data_dir"],
         seed=config["seed"],
-        dev=device_args(),
-    threads: config.get("threads", 2)
+        dev=device_args(eval_threads()),
+    threads: eval_threads()
     resources:
         mem_mb=8000,
         runtime=120,
@@ -32,39 +32,57 @@ rule reference:
         "--fewshot '{input.fewshot}' --seed {params.seed} {params.dev} --out {output} > {log} 2>&1"
 
 
-rule evaluate:
-    input:
-        target=target_json("{target}"),
-        drafters=lambda w: composition_drafters(w.target, w.backbone, w.composition),
-        references=lambda w: reference_input(w.target, w.benchmark, w.temperature),
-        fewshot=lambda w: benchmark_fewshot(w.target, w.benchmark),
-    output:
-        directory(f"{RESULTS}/eval/{{target}}/{{backbone}}/{{composition}}/{{benchmark}}/T{{temperature}}"),
-    log:
-        f"{RESULTS}/logs/evaluate/{{target}}/{{backbone}}/{{composition}}/{{benchmark}}/T{{temperature}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{target}}/{{backbone}}/{{composition}}/{{benchmark}}/T{{temperature}}.tsv"
-    params:
-        composition=lambda w: json_arg(config["evaluate"]["compositions"][w.composition]),
-        benchmark=lambda w: json_arg(config["evaluate"]["benchmarks"][w.benchmark]),
-        settings=lambda w: json_arg(eval_settings()),
-        data_dir=config["data_dir"],
-        seed=config["seed"],
-        dev=device_args(),
-    threads: config.get("threads", 2)
-    resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=config.get("gpus", 0),
-    conda:
-        ENV
-    shell:
-        "python workflow/scripts/evaluate.py --target {input.target} --drafters {input.drafters} "
-        "--composition {params.composition} --benchmark-name {wildcards.benchmark} --benchmark {params.benchmark} "
-        "--temperature {wildcards.temperature} --settings {params.settings} --data-dir {params.data_dir} "
-        "--references '{input.references}' --fewshot '{input.fewshot}' "
-        "--seed {params.seed} {params.dev} --label {wildcards.target} {wildcards.backbone} {wildcards.composition} "
-        "--out {output} > {log} 2>&1"
+# One job per target x backbone x benchmark x temperature evaluates every composition configured at
+# that temperature: the target is loaded once, and each turn's vanilla run and replay features are
+# shared (taps.evaluate.evaluate_many); each composition keeps its own output directory. Greedy
+# (T=0) and sampled (T>0, evaluate.sampled) evaluations are two rules, as they declare different
+# compositions.
+_KINDS = {"greedy": r"0(\.0*)?", "sampled": r"(?!0(\.0*)?$)[0-9]+(\.[0-9]*)?"}
+_temperatures = config.get("evaluate", {}).get("temperatures", [])
+for _kind, _temperature in _KINDS.items():
+    _at = [t for t in _temperatures if is_greedy(t) == (_kind == "greedy")]
+    _compositions = eval_plan(_at[0])[1] if _at else []
+    if not _compositions:
+        continue
+
+    rule:
+        name:
+            f"evaluate_{_kind}"
+        input:
+            target=target_json("{target}"),
+            drafters=lambda w, c=_compositions: list(eval_drafters(w.target, w.backbone, c).values()),
+            references=lambda w: reference_input(w.target, w.benchmark, w.temperature),
+            fewshot=lambda w: benchmark_fewshot(w.target, w.benchmark),
+        output:
+            [directory(eval_dir("{target}", "{backbone}", c, "{benchmark}", "{temperature}")) for c in _compositions],
+        wildcard_constraints:
+            temperature=_temperature,
+        log:
+            f"{RESULTS}/logs/evaluate/{{target}}/{{backbone}}/{{benchmark}}/T{{temperature}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/evaluate/{{target}}/{{backbone}}/{{benchmark}}/T{{temperature}}.tsv"
+        params:
+            compositions=lambda w, c=_compositions: json_arg({n: config["evaluate"]["compositions"][n] for n in c}),
+            drafters=lambda w, c=_compositions: " ".join(f"{n}={d}" for n, d in eval_drafters(w.target, w.backbone, c).items()),
+            benchmark=lambda w: json_arg(config["evaluate"]["benchmarks"][w.benchmark]),
+            settings=lambda w: json_arg(eval_settings(w.temperature)),
+            data_dir=config["data_dir"],
+            seed=config["seed"],
+            dev=device_args(eval_threads()),
+        threads: eval_threads()
+        resources:
+            mem_mb=8000,
+            runtime=240,
+            gpu=config.get("gpus", 0),
+        conda:
+            ENV
+        shell:
+            "python workflow/scripts/evaluate.py --target {input.target} --drafters {params.drafters} "
+            "--compositions {params.compositions} --benchmark-name {wildcards.benchmark} --benchmark {params.benchmark} "
+            "--temperature {wildcards.temperature} --settings {params.settings} --data-dir {params.data_dir} "
+            "--references '{input.references}' --fewshot '{input.fewshot}' "
+            "--seed {params.seed} {params.dev} --label {wildcards.target} {wildcards.backbone} "
+            "--outs {output} > {log} 2>&1"
 
 
 rule tables:
