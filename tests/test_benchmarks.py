@@ -1,7 +1,7 @@
 """Tests of taps.benchmarks on the shared benchmark files and small files written here: no model."""
 
+import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,21 +12,23 @@ from taps.benchmarks import (
     BUILTIN, SPEC_KEYS, Benchmark, Prompt, benchmark_from_config, build_turn_prompt, load_prompts,
 )
 
-# Records per built-in benchmark file (shared/data/README.md) and user turns per record.
+# Records per built-in benchmark file (data/README.md) and user turns per record.
 EXPECTED = {"mt_bench": (80, 2), "gsm8k": (1319, 1), "math500": (500, 1), "svamp": (1000, 1)}
-
-
-def shared_data_dir() -> Path:
-    default = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return Path(os.environ.get("TAPS_DATA_DIR", default))
+DATA = Path(__file__).resolve().parents[1] / "data"  # shipped with the project
 
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    path = shared_data_dir()
-    if not path.is_dir():
-        pytest.skip(f"benchmark data directory not found: {path} (set TAPS_DATA_DIR)")
-    return path
+    return DATA
+
+
+def test_every_shipped_data_file_matches_the_checksum_its_readme_gives():
+    readme = (DATA / "README.md").read_text()
+    files = sorted(DATA.glob("*.jsonl"))
+    assert {f.name for f in files} >= {"gsm8k_test.jsonl", "gsm8k_train.jsonl", "math500.jsonl", "mt_bench.jsonl",
+                                       "svamp.jsonl"}
+    for f in files:
+        assert f"`{hashlib.sha256(f.read_bytes()).hexdigest()}`" in readme, f.name
 
 
 @pytest.fixture
@@ -194,3 +196,21 @@ def test_turn_prompt_renders_the_history_in_the_plain_template():
         "User: Now in French.\n\nAssistant:"
     )
     assert build_turn_prompt(tokenizer, [], "Hi.") == "<bos>User: Hi.\n\nAssistant:"
+
+
+def test_a_hub_benchmark_reads_through_datasets_from_a_local_stand_in(tmp_path):
+    """kind: hub loads with datasets.load_dataset; a local dataset directory stands in for the hub."""
+    hub = tmp_path / "org-bench"
+    hub.mkdir()
+    rows = [{"q": f"What is {i} + {i}?", "idx": f"x{i}"} for i in range(6)]
+    (hub / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench = benchmark_from_config("mine", {"kind": "hub", "hub_id": str(hub), "split": "test",
+                                           "prompt_fields": ["q"], "id_field": "idx"})
+    prompts = load_prompts(bench, data_dir=None, limit=3)
+    assert [(p.id, p.turns) for p in prompts] == [(f"x{i}", (f"What is {i} + {i}?",)) for i in range(3)]
+    assert load_prompts(bench, None, limit=3, seed=1) == load_prompts(bench, None, limit=3, seed=1)
+    with pytest.raises(RuntimeError, match="cannot load .* split 'validation'"):
+        load_prompts(benchmark_from_config("mine", {"kind": "hub", "hub_id": str(hub), "split": "validation",
+                                                    "prompt_fields": ["q"]}), None)
+    with pytest.raises(ValueError, match="kind 'hub' a `hub_id`"):
+        benchmark_from_config("mine", {"kind": "hub", "prompt_fields": ["q"]})

@@ -34,12 +34,20 @@ class Benchmark:
     """How to read evaluation prompts from one JSONL file; set exactly one of turns_field / prompt_fields."""
 
     name: str  # label written beside every result of this benchmark
-    path: str  # JSONL file; relative paths resolve against the data directory
+    path: str | None = None  # JSONL file; relative paths resolve against the data directory
     turns_field: str | None = None  # field holding a list of user turns (multi-turn benchmarks)
     prompt_fields: tuple[str, ...] | None = None  # fields joined with one space into a single user turn
     id_field: str | None = None  # field holding the record's id; None: the 1-based line number
+    kind: str = "jsonl"  # "jsonl" (the file at `path`) or "hub" (`hub_id` through the `datasets` package)
+    hub_id: str | None = None  # a dataset id on the Hugging Face hub, or a local dataset directory
+    split: str = "test"  # the hub dataset's split
 
     def __post_init__(self):
+        if self.kind not in ("jsonl", "hub") or (self.kind == "hub") != bool(self.hub_id) or (
+                self.kind == "jsonl" and not self.path):
+            raise ValueError(f"benchmark {self.name!r}: kind 'jsonl' needs a `path` (a JSONL file, absolute or "
+                             f"relative to the data directory), kind 'hub' a `hub_id` (and `split`, default "
+                             f"'test'); got kind={self.kind!r}, path={self.path!r}, hub_id={self.hub_id!r}")
         if isinstance(self.prompt_fields, str):  # a single field written without a list
             object.__setattr__(self, "prompt_fields", (self.prompt_fields,))
         elif self.prompt_fields is not None:
@@ -66,7 +74,7 @@ class Prompt:
     turns: tuple[str, ...]  # user turns, in order; one for single-turn benchmarks
 
 
-# The benchmarks of the paper, by name; files as in the shared data directory (its README).
+# The benchmarks of the paper, by name; files as in the project's data/ directory (its README).
 BUILTIN = {
     "mt_bench": Benchmark("mt_bench", "mt_bench.jsonl", turns_field="turns", id_field="question_id"),
     "gsm8k": Benchmark("gsm8k", "gsm8k_test.jsonl", prompt_fields=("question",)),
@@ -80,8 +88,8 @@ SPEC_KEYS = tuple(f.name for f in fields(Benchmark) if f.name != "name")  # keys
 def benchmark_from_config(name: str, spec: dict | None = None) -> Benchmark:
     """A built-in benchmark by name (spec None), or the benchmark a config spec defines.
 
-    A spec has the keys of `SPEC_KEYS` (path, turns_field, prompt_fields, id_field) and needs
-    `path` and one of turns_field / prompt_fields.
+    A spec has the keys of `SPEC_KEYS` (path, turns_field, prompt_fields, id_field, kind, hub_id,
+    split) and needs `path` (kind jsonl) or `hub_id` (kind hub), and one of turns_field / prompt_fields.
     """
     if spec is None:
         if name not in BUILTIN:
@@ -91,9 +99,6 @@ def benchmark_from_config(name: str, spec: dict | None = None) -> Benchmark:
     for key in spec:
         if key not in SPEC_KEYS:
             raise ValueError(f"benchmark {name!r}: unknown key {key!r}; known keys: {', '.join(SPEC_KEYS)}")
-    if not spec.get("path"):
-        raise ValueError(f"benchmark {name!r}: the spec needs a `path` (a JSONL file, absolute or relative "
-                         f"to the data directory)")
     return Benchmark(name=name, **spec)
 
 
@@ -137,6 +142,21 @@ def read_prompts(benchmark: Benchmark, path: Path, limit: int | None = None) -> 
     return prompts
 
 
+def read_hub_prompts(benchmark: Benchmark) -> list[Prompt]:
+    """The prompts of a hub dataset's split, in order (`datasets.load_dataset`, which also reads a local
+    dataset directory or a saved copy in the datasets cache)."""
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(benchmark.hub_id, split=benchmark.split)
+    except Exception as err:  # offline, unknown id or split: one message for all
+        raise RuntimeError(
+            f"benchmark {benchmark.name!r}: cannot load {benchmark.hub_id!r} split {benchmark.split!r} through "
+            f"`datasets` ({type(err).__name__}: {err}). Offline, use a local copy: kind 'jsonl' with `path`, or "
+            "`hub_id` naming a local dataset directory") from err
+    return [_record_prompt(benchmark, row, f"{benchmark.hub_id}[{i}]", i + 1) for i, row in enumerate(rows)]
+
+
 def sample_positions(n: int, limit: int, seed: int) -> list[int]:
     """`limit` of the positions 0..n-1 drawn by a seeded shuffle, in ascending order (all when limit >= n)."""
     return sorted(random.Random(seed).sample(range(n), min(limit, n)))
@@ -151,11 +171,14 @@ def load_prompts(benchmark: Benchmark, data_dir: str | Path | None, limit: int |
     """
     if limit is not None and limit < 1:
         raise ValueError(f"benchmark {benchmark.name!r}: limit must be positive or None, got {limit}")
-    path = resolve_data_file(benchmark.path, data_dir, f"benchmark {benchmark.name!r}")
-    if seed is None:
-        prompts = read_prompts(benchmark, path, limit)
+    if benchmark.kind == "hub":
+        path, prompts = benchmark.hub_id, read_hub_prompts(benchmark)
+        if seed is None:
+            prompts = prompts[:limit]
     else:
-        prompts = read_prompts(benchmark, path)
+        path = resolve_data_file(benchmark.path, data_dir, f"benchmark {benchmark.name!r}")
+        prompts = read_prompts(benchmark, path, limit if seed is None else None)
+    if seed is not None:
         if limit is not None:
             prompts = [prompts[i] for i in sample_positions(len(prompts), limit, seed)]
     repeated = [i for i, count in Counter(prompt.id for prompt in prompts).items() if count > 1]
