@@ -2,8 +2,8 @@
 
 For every prompt and turn the vanilla loop and the speculative loop run side by side, in the
 same process on the same target, so their tokens/s compare fairly on any machine. Several
-compositions can be evaluated in one call (`evaluate_many`): the vanilla run and replay's
-features are then computed once per turn and shared. The vanilla
+compositions can be evaluated in one call (`evaluate_many`): replay's features are then
+computed once per turn and shared. The vanilla
 run is also the reference: at temperature 0 the speculative output must equal it token for
 token (a mismatch is a bug and stops the evaluation), and a multi-turn prompt (MT-Bench) is
 conditioned on the target's own earlier answers, taken from the vanilla run. Both runs of a
@@ -132,9 +132,9 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
                   fmt: PromptFormat = PromptFormat()) -> dict[str, EvalRows]:
     """Decode every turn of every prompt with each proposer (compositions by name); raw rows per name.
 
-    Each turn's shared work is done once for all proposers: the vanilla run (timing, and the
-    reference of later turns) and, with replay, the features of the target's output. Without
-    replay, every turn runs vanilla and each proposer's engine side by side. With replay (T=0),
+    Replay's features of the target's output are computed once per turn for all proposers.
+    Without replay, every turn runs vanilla and each proposer's engine side by side (vanilla
+    again for each proposer, right before it, so both speeds are taken under the same load). With replay (T=0),
     turns of the first `timed_prompts` prompts do that too, and are replayed as well (the
     engine's and replay's records are both kept: `replay_matches`, `replay_new_tokens`,
     `replay_passes`); every other turn is replayed against `references` (`reference_rows` of the
@@ -155,14 +155,18 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
             ref = _reference(refs, key, ids) if replay else None
             features = checked_features(target, ids, ref["tokens"]) if replay else None
             timed = not replay or index < config.timed_prompts
-            vanilla = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
-                                       _generator(config.seed, index, turn), stop=stop) if timed else None
-            answer = vanilla.tokens if timed else ref["tokens"]
+            answer = None if timed else ref["tokens"]
             for name, proposer in proposers.items():
                 replayed = replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens, stop=stop,
                                          features=features) if replay else None
-                spec = _engine(target, proposer, ids, config, index, turn, stop, vanilla) if timed else replayed
-                _append(rows[name], key, len(ids), spec, vanilla, replayed if timed else None, answer)
+                vanilla = spec = replayed
+                if timed:  # vanilla right before the engine, so their speeds compare under the same load
+                    vanilla = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
+                                               _generator(config.seed, index, turn), stop=stop)
+                    answer = answer or vanilla.tokens  # seeded alike: every vanilla run gives the same tokens
+                    spec = _engine(target, proposer, ids, config, index, turn, stop, vanilla)
+                _append(rows[name], key, len(ids), spec, vanilla if timed else None, replayed if timed else None,
+                        answer)
             history.append((text, fmt.answer(tokenizer, answer)))
     return rows
 
