@@ -3,6 +3,7 @@
     snakemake --cores all                                  # the CPU reproduction (config/config.yaml)
     snakemake --cores all --configfile config/smoke.yaml   # tiny end-to-end run (CI)
     snakemake --profile profiles/slurm                     # paper scale on a SLURM cluster
+    snakemake --report results/report.html                 # tables, figures and findings in one page
 """
 
 from snakemake.utils import min_version, validate
@@ -20,14 +21,18 @@ if not workflow.overwrite_configfiles:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/targets.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         drafter_outputs(),
-        f"{RESULTS}/tables/tau.parquet" if config.get("evaluate") else [],
+        report_outputs(),

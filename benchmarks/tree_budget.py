@@ -21,7 +21,7 @@ from taps.benchmarks import BUILTIN, load_prompts
 from taps.compose import compose, proposers_for
 from taps.drafter import Drafter
 from taps.evaluate import EvalConfig, evaluate
-from taps.report import tau_table
+from taps.aggregate import Evaluation, evaluation_row
 from taps.target import load_target
 from taps.tree import TreeConfig
 
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--benchmark", default="gsm8k", choices=sorted(BUILTIN))
     parser.add_argument("--prompts", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--data-dir", default="data")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,9 +48,10 @@ def main() -> None:
         tree = TreeConfig(*map(int, spec.split(",")))
         proposer = compose(args.composition, proposers_for(drafters, tree))
         rows = evaluate(target, proposer, prompts, EvalConfig(max_new_tokens=args.max_new_tokens))
-        turns = pd.DataFrame(rows.turns).assign(target=args.target, backbone="-", composition=f"tree {spec}",
-                                                temperature=0.0)
-        tables.append(tau_table(turns))
+        key = dict(target=args.target, backbone="-", composition=f"tree {spec}", temperature=0.0)
+        ev = Evaluation(*(pd.DataFrame(getattr(rows, t)).assign(**key) for t in ("turns", "cycles", "nodes", "candidates")),
+                        spec={"composition": args.composition, "drafters": args.drafters}, depth=tree.depth + 1)
+        tables.append(pd.DataFrame([evaluation_row(ev)]))
     columns = ["composition", "prompts", "tau", "tau_low", "tau_high", "tokens_per_s", "vanilla_tokens_per_s",
                "speedup", "identical"]
     print(pd.concat(tables)[columns].to_string(index=False, float_format="%.2f"))

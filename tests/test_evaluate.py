@@ -11,7 +11,6 @@ import taps.generate
 from taps import EagleProposer, TreeConfig, load_target
 from taps.benchmarks import Prompt
 from taps.evaluate import EvalConfig, evaluate, reference_rows
-from taps.report import tau_table
 from taps.tiny import TinyTargetConfig, build_tiny_target
 from taps.tree import children_lists
 from conftest import echo_drafter
@@ -119,19 +118,29 @@ def test_references_of_other_prompts_are_refused(tiny):
                  references=reference_rows(target, PROMPTS[:1], EvalConfig(max_new_tokens=8), progress=False))
 
 
-def test_tau_table_times_only_engine_turns_and_counts_replay_mismatches():
+def test_evaluation_row_times_only_engine_turns_and_measures_replay_error():
+    from taps.aggregate import Evaluation, evaluation_row
     key = {"target": "t", "backbone": "eagle2", "composition": "c", "benchmark": "b", "temperature": 0.0}
     nan = float("nan")
     turns = pd.DataFrame([
         {**key, "prompt": "p1", "turn": 0, "mode": "engine", "new_tokens": 20, "passes": 10, "seconds": 2.0,
-         "vanilla_new_tokens": 20, "vanilla_seconds": 4.0, "identical": True, "replay_matches": False},
+         "vanilla_new_tokens": 20, "vanilla_seconds": 4.0, "identical": True, "replay_matches": False,
+         "replay_new_tokens": 20, "replay_passes": 8},
         {**key, "prompt": "p2", "turn": 0, "mode": "replay", "new_tokens": 30, "passes": 10, "seconds": nan,
-         "vanilla_new_tokens": 30, "vanilla_seconds": nan, "identical": None, "replay_matches": None},
+         "vanilla_new_tokens": 30, "vanilla_seconds": nan, "identical": None, "replay_matches": None,
+         "replay_new_tokens": None, "replay_passes": None},
     ])
-    row = tau_table(turns).iloc[0]
-    assert (row.prompts, row.timed_prompts, row.replay_mismatches) == (2, 1, 1)
-    assert row.tau == 2.5 and row.tokens_per_s == 10.0 and row.vanilla_tokens_per_s == 5.0 and row.speedup == 2.0
-    assert row.identical
+    cycles = pd.DataFrame({"prompt": ["p1"] * 4, "accepted": [0, 1, 2, 3], "nodes": [5, 5, 5, 9],
+                           "drafter": [0, 1, 1, -1]})
+    row = evaluation_row(Evaluation(turns, cycles, pd.DataFrame(), pd.DataFrame(),
+                                    {"composition": "merged-tree", "drafters": ["m", "c"]}, depth=3))
+    assert (row["prompts"], row["timed_turns"], row["replay_turns"], row["replay_mismatches"]) == (2, 1, 1, 1)
+    assert row["tau"] == 2.5 and row["tokens_per_s"] == 10.0 and row["vanilla_tokens_per_s"] == 5.0
+    assert row["speedup"] == 2.0 and row["identical"]
+    assert row["replay_diff"] == 2.0 - 2.5  # engine 20/10, replay 20/8
+    assert (row["accept_d1"], row["accept_d2"], row["accept_d3"]) == (0.75, 2 / 3, 0.5)
+    assert row["nodes_per_pass"] == 6.0 and (row["share_0"], row["share_1"]) == (1 / 3, 2 / 3)
+    assert (row["kind"], row["drafters"], row["budget"], row["trie"]) == ("merged-tree", "m|c", "paper", True)
 
 
 def test_a_replay_that_differs_from_the_engine_is_flagged(tiny, monkeypatch):

@@ -36,7 +36,7 @@ def test_a_mistyped_config_key_is_refused_and_named(tmp_path):
     assert "draft_vocab_sise" in run.stdout + run.stderr
 
 
-def test_smoke_dag_reaches_the_drafters_the_average_and_the_tables(tmp_path):
+def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_the_report(tmp_path):
     results = tmp_path / "results"
     run = _snakemake("--cores", "2", "--configfile", "config/smoke.yaml",
                      "--config", f"results={results}", f"data_dir={DATA}")
@@ -58,14 +58,34 @@ def test_smoke_dag_reaches_the_drafters_the_average_and_the_tables(tmp_path):
     assert sorted(metas) == ["gsm8k_train", "sharegpt"]
     assert sum(m["n_sequences"] for m in metas.values()) <= 48
     assert all(max(m["orders"]) < 24 and len(set(m["orders"])) == len(m["orders"]) for m in metas.values())
-    table = pd.read_parquet(results / "tables" / "tau.parquet")
+    table = pd.read_parquet(results / "tables" / "evaluations.parquet")
     smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["evaluate"]
-    assert len(table) == 2 * len(smoke["compositions"]) * len(smoke["benchmarks"]) * len(smoke["temperatures"])
+    sampled = smoke["sampled"]
+    assert len(table) == 2 * len(smoke["compositions"]) * len(smoke["benchmarks"]) + len(
+        sampled["backbones"]) * len(sampled["compositions"]) * len(sampled["benchmarks"])
     assert set(table.composition) == set(smoke["compositions"])
     assert {c["composition"] for c in smoke["compositions"].values()} == set(COMPOSITIONS)
     assert table[table.temperature == 0].identical.all() and (table.tau >= 1).all()
-    # T=0 replays against one reference per benchmark and times the first prompt; T=1 runs the engine
+    # T=0 replays against one reference per benchmark and times the first prompt (engine and replay
+    # both kept); T=1 runs the engine on every prompt
     assert (results / "references" / "tiny" / "mt_bench.parquet").is_file()
-    assert (table[table.temperature == 0].timed_prompts == 1).all() and (table.replay_mismatches == 0).all()
-    assert (table[table.temperature == 1].timed_prompts == smoke["prompts"]).all()
+    greedy = table[table.temperature == 0]
+    assert (greedy.timed_turns >= 1).all() and (greedy.replay_turns == greedy.timed_turns).all()
+    assert (table[table.temperature == 1].timed_turns == sampled["prompts"]).all()
+    # every table, figure and the findings; the report with them
+    for name in ("main", "compositions", "routing", "speed", "replay"):
+        for ext in ("md", "tex", "csv"):
+            assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
+    for name in ("tau_T0", "confidence_entropy", "routing_oracle", "depth", "temperature"):
+        assert (results / "figures" / f"{name}.png").stat().st_size > 1000
+        assert (results / "figures" / f"{name}.pdf").stat().st_size > 1000
+    claims = pd.read_parquet(results / "findings.parquet")
+    assert set(claims.claim) == set("abcdefgh") and "## (a)" in (results / "findings.md").read_text()
+    report = _snakemake("--configfile", "config/smoke.yaml", "--config", f"results={results}", f"data_dir={DATA}",
+                        "--report", str(results / "report.html"))
+    assert report.returncode == 0, report.stderr[-4000:]
+    html = (results / "report.html").read_text()
+    assert "main.md" in html and "routing_oracle.png" in html and "findings.md" in html
+    again = _snakemake("-n", "--configfile", "config/smoke.yaml", "--config", f"results={results}", f"data_dir={DATA}")
+    assert "Nothing to be done" in again.stdout + again.stderr  # nothing changed: no job runs again
     shutil.rmtree(results)

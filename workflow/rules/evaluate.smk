@@ -83,25 +83,3 @@ for _kind, _temperature in _KINDS.items():
             "--references '{input.references}' --fewshot '{input.fewshot}' "
             "--seed {params.seed} {params.dev} --label {wildcards.target} {wildcards.backbone} "
             "--outs {output} > {log} 2>&1"
-
-
-rule tables:
-    input:
-        evaluation_outputs(),
-    output:
-        f"{RESULTS}/tables/tau.parquet",
-    log:
-        f"{RESULTS}/logs/tables.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/tables.tsv"
-    params:
-        seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
-    conda:
-        ENV
-    shell:
-        "python workflow/scripts/tables.py --evals {input} --seed {params.seed} --out {output} > {log} 2>&1"

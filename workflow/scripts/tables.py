@@ -1,24 +1,57 @@
-"""Build the acceptance-length / speed table from every evaluation's saved rows."""
+"""The paper's tables from the aggregated frames: Markdown, LaTeX and CSV (taps.tables)."""
 
 import argparse
+import json
 import os
 
 import pandas as pd
 
-from taps.report import tau_table
+from taps.aggregate import replay_error
+from taps.tables import composition_table, main_numbers, main_table, routing_table, speed_table, write_table
+
+CAPTIONS = {
+    "main": "Acceptance length tau [95% bootstrap CI over prompts] per variant and benchmark; paper rows: the "
+            "TAPS paper's reported tau (Llama-3-8B-Instruct target, data/paper/taps_reported.csv).",
+    "compositions": "Compositions of the math and chat drafters against the best single drafter: tau [95% CI] "
+                    "and target nodes verified per pass (merged trees at the paper's budget and at equal budget).",
+    "routing": "Routing shares: the fraction of decoding cycles whose kept tree (routing) or last accepted node "
+               "(merged tree) came from each drafter.",
+    "speed": "Speed on the timed turns (vanilla run right before the engine, same process): tokens/s, speedup, "
+             "greedy output identical to vanilla, and engine - replay tau [95% CI].",
+    "replay": "Replay's measured error: timed T=0 turns decoded by both the engine and replay, turns whose records "
+              "differed, and the engine - replay difference in tau [95% bootstrap CI over turns].",
+}
+
+
+def replay_table(replay: pd.DataFrame, seed: int) -> pd.DataFrame:
+    groups = [("all", replay)] + ([(b, g) for b, g in replay.groupby("backbone")] if len(replay) else [])
+    rows = []
+    for name, group in groups:
+        err = replay_error(group, seed)
+        rows.append({"backbone": name, "timed turns": err["turns"], "records differ": err["differing"],
+                     "engine - replay tau": f"{err['diff']:+.3f} [{err['low']:+.3f}, {err['high']:+.3f}]"})
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--evals", nargs="+", required=True, help="evaluation directories")
+    parser.add_argument("--evaluations", required=True)
+    parser.add_argument("--replay", required=True)
+    parser.add_argument("--paper", default="", help="the paper's reported numbers (CSV); '' for none")
+    parser.add_argument("--order", type=json.loads, default=None, help="compositions in table order")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out-dir", required=True)
     args = parser.parse_args()
-    turns = pd.concat([pd.read_parquet(os.path.join(d, "turns.parquet")) for d in args.evals], ignore_index=True)
-    table = tau_table(turns, seed=args.seed)
-    table.to_parquet(f"{args.out}.tmp")
-    os.replace(f"{args.out}.tmp", args.out)
-    print(table.to_string(index=False))
+    E = pd.read_parquet(args.evaluations)
+    paper = pd.read_csv(args.paper) if args.paper else None
+    stem = lambda name: os.path.join(args.out_dir, name)  # noqa: E731
+    write_table(main_table(E, paper, args.order), stem("main"), CAPTIONS["main"],
+                numbers=main_numbers(E, paper, args.order))
+    write_table(composition_table(E), stem("compositions"), CAPTIONS["compositions"])
+    write_table(routing_table(E), stem("routing"), CAPTIONS["routing"])
+    write_table(speed_table(E), stem("speed"), CAPTIONS["speed"])
+    write_table(replay_table(pd.read_parquet(args.replay), args.seed), stem("replay"), CAPTIONS["replay"])
+    print(open(stem("main") + ".md").read())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,189 @@
+"""Every evaluation's raw rows gathered into the tidy frames tables, figures and findings read.
+
+An evaluation directory (`workflow/scripts/evaluate.py`) holds raw rows: turns, cycles, drafted
+nodes, routed candidates, and the composition in `config.json`. Nothing is averaged there;
+everything averaged is computed here, once, through `taps.metrics`:
+
+- `evaluation_rows`: one row per evaluation (target, backbone, composition, benchmark,
+  temperature): tau with its 95% bootstrap CI over prompts, acceptance per depth, nodes per
+  pass, tokens/s and speedup from the timed turns, the engine - replay difference, routing shares;
+- `prompt_rows`: new tokens and passes per prompt, for paired comparisons (`taps.findings`);
+- `depth_rows`: drafted and accepted nodes per prompt, drafter and depth;
+- `node_sample`: a seeded sample of drafted nodes (confidence, entropy, accepted);
+- `routing_rows`: every routed cycle replay scored, with each drafter's signals and the drafted
+  tokens its tree would have had accepted;
+- `replay_turns`: timed T=0 turns with the engine's and replay's counts (`replay_error` pools them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from taps.metrics import bootstrap_ci
+
+KEYS = ["target", "backbone", "composition", "benchmark", "temperature"]
+TABLES = ("turns", "cycles", "nodes", "candidates")
+
+
+@dataclass
+class Evaluation:
+    """One evaluation directory, read."""
+
+    turns: pd.DataFrame
+    cycles: pd.DataFrame
+    nodes: pd.DataFrame
+    candidates: pd.DataFrame
+    spec: dict  # {name, composition, drafters, options}
+    depth: int  # the tree's draft levels (TreeConfig.depth + 1)
+
+    @property
+    def key(self) -> dict:
+        first = self.turns.iloc[0]
+        return {k: (float(first[k]) if k == "temperature" else first[k]) for k in KEYS}
+
+    @property
+    def labels(self) -> dict:
+        options = self.spec.get("options", {})
+        merged = self.spec["composition"] == "merged-tree"
+        return {**self.key, "kind": self.spec["composition"], "drafters": "|".join(self.spec["drafters"]),
+                "budget": options.get("budget", "paper") if merged else None,
+                "trie": options.get("trie", True) if merged else None}
+
+
+def read_evaluation(directory: str) -> Evaluation:
+    """The raw rows and settings of one evaluation; one clear error for a directory that is not one."""
+    missing = [f for f in ("config.json", "turns.parquet") if not os.path.exists(os.path.join(directory, f))]
+    if missing:
+        raise FileNotFoundError(f"{directory} is not an evaluation directory (no {', '.join(missing)}); build it with "
+                                "the workflow's evaluate rules")
+    with open(os.path.join(directory, "config.json")) as f:
+        config = json.load(f)
+    frames = {name: pd.read_parquet(os.path.join(directory, f"{name}.parquet"))
+              if os.path.exists(os.path.join(directory, f"{name}.parquet")) else pd.DataFrame() for name in TABLES}
+    if frames["turns"].empty:
+        raise ValueError(f"{directory}: the evaluation has no turns")
+    return Evaluation(**frames, spec=config["composition"], depth=config["tree"]["depth"] + 1)
+
+
+def _ratio_diff_ci(a_num, a_den, b_num, b_den, seed: int, n_boot: int = 2000) -> tuple[float, float, float]:
+    """sum(a_num)/sum(a_den) - sum(b_num)/sum(b_den), turns resampled together: (value, low, high)."""
+    arrays = [np.asarray(x, dtype=float) for x in (a_num, a_den, b_num, b_den)]
+    value = arrays[0].sum() / arrays[1].sum() - arrays[2].sum() / arrays[3].sum()
+    idx = np.random.default_rng(seed).integers(0, arrays[0].size, size=(n_boot, arrays[0].size))
+    boot = arrays[0][idx].sum(1) / arrays[1][idx].sum(1) - arrays[2][idx].sum(1) / arrays[3][idx].sum(1)
+    return float(value), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+
+
+def acceptance_by_depth(accepted: pd.Series, depth: int) -> dict[str, float]:
+    """accept_d{k}: cycles accepting >= k drafted tokens / cycles accepting >= k - 1 (NaN when none did)."""
+    counts = [(accepted >= k).sum() for k in range(depth + 1)]
+    return {f"accept_d{k}": counts[k] / counts[k - 1] if counts[k - 1] else float("nan") for k in range(1, depth + 1)}
+
+
+def evaluation_row(ev: Evaluation, seed: int = 0) -> dict:
+    """The one-row summary of an evaluation (module docstring); timing and replay columns NaN when untimed."""
+    turns, cycles, nan = ev.turns, ev.cycles, float("nan")
+    per_prompt = turns.groupby("prompt")[["new_tokens", "passes"]].sum()
+    tau, low, high = bootstrap_ci(per_prompt.new_tokens.tolist(), per_prompt.passes.tolist(), seed=seed)
+    timed = turns[turns["mode"] == "engine"]
+    speed = timed.new_tokens.sum() / timed.seconds.sum() if len(timed) else nan
+    vanilla = timed.vanilla_new_tokens.sum() / timed.vanilla_seconds.sum() if len(timed) else nan
+    both = timed[timed.get("replay_passes", pd.Series(index=timed.index, dtype=float)).notna()]
+    diff = (_ratio_diff_ci(both.new_tokens, both.passes, both.replay_new_tokens, both.replay_passes, seed)
+            if len(both) else (nan, nan, nan))
+    row = {**ev.labels, "prompts": len(per_prompt), "turns": len(turns), "tau": tau, "tau_low": low, "tau_high": high,
+           **acceptance_by_depth(cycles.accepted, ev.depth), "nodes_per_pass": cycles.nodes.mean(),
+           "timed_turns": len(timed), "tokens_per_s": speed, "vanilla_tokens_per_s": vanilla,
+           "speedup": speed / vanilla if len(timed) else nan,
+           "identical": bool(timed.identical.astype(bool).all()) if len(timed) else True,
+           "replay_turns": len(both), "replay_diff": diff[0], "replay_diff_low": diff[1], "replay_diff_high": diff[2],
+           "replay_mismatches": int((both.replay_matches == False).sum())}  # noqa: E712
+    multi = len(ev.spec["drafters"]) > 1
+    decided = cycles[cycles.drafter >= 0]
+    for i in range(2):
+        row[f"share_{i}"] = float((decided.drafter == i).mean()) if multi and len(decided) else nan
+    return row
+
+
+def prompt_rows(ev: Evaluation) -> pd.DataFrame:
+    """New tokens and passes per prompt (turns summed)."""
+    counts = ev.turns.groupby("prompt", sort=False)[["new_tokens", "passes"]].sum().reset_index()
+    labels = {k: v for k, v in ev.labels.items() if k not in ("budget", "trie")}
+    return counts.assign(**labels)[[*labels, "prompt", "new_tokens", "passes"]]
+
+
+def depth_rows(ev: Evaluation) -> pd.DataFrame:
+    """Drafted and accepted nodes per prompt, drafter and depth."""
+    if ev.nodes.empty:
+        return pd.DataFrame()
+    grouped = ev.nodes.groupby(["prompt", "drafter", "depth"]).accepted.agg(drafted="size", accepted="sum")
+    out = grouped.reset_index().assign(**ev.key)
+    out["drafter_name"] = out.drafter.map(dict(enumerate(ev.spec["drafters"])))
+    out["accepted"] = out.accepted.astype(int)
+    return out[[*KEYS, "prompt", "drafter", "drafter_name", "depth", "drafted", "accepted"]]
+
+
+def node_sample(ev: Evaluation, limit: int = 5000, seed: int = 0) -> pd.DataFrame:
+    """At most `limit` drafted nodes drawn by a seeded choice, with the drafter's name."""
+    nodes = ev.nodes
+    if nodes.empty:
+        return pd.DataFrame()
+    if len(nodes) > limit:
+        nodes = nodes.iloc[np.sort(np.random.default_rng(seed).choice(len(nodes), limit, replace=False))]
+    out = nodes[["depth", "confidence", "entropy", "accepted"]].assign(**ev.key)
+    out["drafter_name"] = nodes.drafter.map(dict(enumerate(ev.spec["drafters"]))).values
+    return out[[*KEYS, "depth", "confidence", "entropy", "accepted", "drafter_name"]]
+
+
+def routing_rows(ev: Evaluation) -> pd.DataFrame:
+    """Routed cycles that replay scored: both trees' signals and acceptance, and the tree kept (`chosen`)."""
+    if ev.candidates.empty:
+        return pd.DataFrame()
+    chosen = ev.cycles[["prompt", "turn", "cycle", "drafter"]].rename(columns={"drafter": "chosen"})
+    out = ev.candidates.merge(chosen, on=["prompt", "turn", "cycle"], how="left")
+    return out.assign(drafters="|".join(ev.spec["drafters"]))
+
+
+def aggregate(directories: list[str], seed: int = 0) -> dict[str, pd.DataFrame]:
+    """{evaluations, prompts, depth, nodes, routing, replay} over every evaluation directory (module docstring)."""
+    parts: dict[str, list] = {"evaluations": [], "prompts": [], "depth": [], "nodes": [], "routing": [], "replay": []}
+    for directory in directories:
+        ev = read_evaluation(directory)
+        parts["evaluations"].append(pd.DataFrame([evaluation_row(ev, seed)]))
+        parts["prompts"].append(prompt_rows(ev))
+        parts["depth"].append(depth_rows(ev))
+        parts["nodes"].append(node_sample(ev, seed=seed))
+        parts["routing"].append(routing_rows(ev))
+        parts["replay"].append(replay_turns(ev))
+    frames = {}
+    for name, items in parts.items():
+        items = [f for f in items if not f.empty]
+        frames[name] = pd.concat(items, ignore_index=True) if items else pd.DataFrame()
+    if not frames["evaluations"].empty:
+        frames["evaluations"] = frames["evaluations"].sort_values(["target", "backbone", "temperature"], kind="stable")
+    return frames
+
+
+def replay_turns(ev: Evaluation) -> pd.DataFrame:
+    """The timed T=0 turns that were also replayed: the engine's and replay's counts side by side."""
+    turns = ev.turns
+    if "replay_passes" not in turns:
+        return pd.DataFrame()
+    both = turns[(turns["mode"] == "engine") & turns.replay_passes.notna()]
+    return both[[*KEYS, "prompt", "turn", "new_tokens", "passes", "replay_new_tokens", "replay_passes",
+                 "replay_matches"]]
+
+
+def replay_error(replay: pd.DataFrame, seed: int = 0) -> dict:
+    """Replay's measured error over `replay_turns` rows: turns, turns whose records differed, and the
+    engine - replay difference in tau (pooled ratio of sums) with its 95% bootstrap CI over turns."""
+    if replay.empty:
+        return {"turns": 0, "differing": 0, "diff": float("nan"), "low": float("nan"), "high": float("nan")}
+    diff = _ratio_diff_ci(replay.new_tokens, replay.passes, replay.replay_new_tokens, replay.replay_passes, seed)
+    return {"turns": len(replay), "differing": int((replay.replay_matches == False).sum()),  # noqa: E712
+            "diff": diff[0], "low": diff[1], "high": diff[2]}

@@ -1,0 +1,275 @@
+"""Figures from saved result frames only: tau, node confidence/entropy, routing against an oracle,
+acceptance by depth, the temperature effect.
+
+Each function takes frames `taps.aggregate` wrote (E, N, R, D) and returns a `Figure` built
+without pyplot (no global state); a missing or empty piece gives a figure with a note instead of
+an error. The numbers behind the routing and depth figures are pure functions tests check exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+BENCHMARKS = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}
+DOMAINS = {"mt_bench": "chat", "gsm8k": "math", "math500": "math", "svamp": "math"}  # matched drafter
+MARKERS = {"mt_bench": "o", "gsm8k": "s", "math500": "^", "svamp": "D"}
+PANEL = ["target", "backbone"]  # one panel per (target, backbone)
+TAU_COLS = PANEL + ["composition", "benchmark", "temperature", "tau", "tau_low", "tau_high"]
+ORACLE_COLS = ["target", "backbone", "benchmark", "signal", "cycles", "agree", "low", "high"]
+DEPTH_KEYS = ["target", "backbone", "composition", "benchmark", "temperature", "drafter_name", "depth"]
+
+
+def display(benchmark: str) -> str:
+    return BENCHMARKS.get(benchmark, benchmark)
+
+
+def benchmark_order(names) -> list[str]:
+    """The paper's column order (MT-Bench, GSM8K, MATH-500, SVAMP), then others as they appear."""
+    seen = list(dict.fromkeys(names))
+    return [b for b in BENCHMARKS if b in seen] + [b for b in seen if b not in BENCHMARKS]
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of k successes in n trials; (nan, nan) when n == 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p, zz = k / n, z * z
+    centre = (p + zz / (2 * n)) / (1 + zz / n)
+    half = z * math.sqrt(p * (1 - p) / n + zz / (4 * n * n)) / (1 + zz / n)
+    return centre - half, centre + half
+
+
+def _lacks(frame: pd.DataFrame | None, cols) -> bool:
+    return frame is None or frame.empty or not set(cols) <= set(frame.columns)
+
+
+def _note(text: str) -> Figure:
+    fig = Figure(figsize=(5, 2.5))
+    fig.text(0.5, 0.5, text, ha="center", va="center")
+    return fig
+
+
+def _grid(nrows: int, ncols: int, width: float = 4.5, height: float = 3.4):
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _colors(names) -> dict:
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
+def _title(key, frame: pd.DataFrame) -> str:
+    target, backbone = key
+    return f"{target} · {backbone}" if frame.target.nunique() > 1 else backbone
+
+
+def _err(rows: pd.DataFrame, mid: str, low: str, high: str) -> np.ndarray:
+    # [2, n] distances below/above the estimate, as errorbar wants them
+    return np.vstack([rows[mid] - rows[low], rows[high] - rows[mid]]).clip(min=0)
+
+
+def _legend(fig: Figure, axes, handles: dict | None = None) -> None:
+    """One legend under the panels: the given {label: handle}, else every labelled artist once."""
+    handles = handles or {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:  # about one legend column per 2 inches of figure, so a one-panel legend is not cut
+        ncols = max(1, min(len(handles), round(fig.get_figwidth() / 2)))
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=ncols)
+
+
+def tau_figure(E: pd.DataFrame, temperature: float = 0.0) -> Figure:
+    """tau per benchmark, one bar per composition (E's order) with its 95% CI; one panel per backbone."""
+    if _lacks(E, TAU_COLS):
+        return _note("no evaluations")
+    E = E[np.isclose(E.temperature.astype(float), temperature)]
+    if E.empty:
+        return _note(f"no evaluations at T={temperature:g}")
+    comps = list(dict.fromkeys(E.composition))
+    colors, panels = _colors(comps), list(E.groupby(PANEL, sort=False))
+    fig, axes = _grid(1, len(panels), width=max(4.5, 0.35 * len(comps) * E.benchmark.nunique()))
+    for ax, (key, frame) in zip(axes[0], panels):
+        benches = benchmark_order(frame.benchmark)
+        present = [c for c in comps if c in set(frame.composition)]
+        width = 0.8 / len(present)
+        for i, comp in enumerate(present):
+            rows = frame[frame.composition == comp].set_index("benchmark").reindex(benches)
+            x = np.arange(len(benches)) - 0.4 + width * (i + 0.5)
+            ax.bar(x, rows.tau.to_numpy(float), width, yerr=_err(rows, "tau", "tau_low", "tau_high"),
+                   color=colors[comp], label=comp, capsize=2, error_kw={"elinewidth": 0.8})
+        ax.set_xticks(range(len(benches)), [display(b) for b in benches])
+        ax.set(ylabel="acceptance length τ", title=f"{_title(key, E)}, T={temperature:g}")
+    _legend(fig, axes)
+    return fig
+
+
+def confidence_entropy_figure(N: pd.DataFrame) -> Figure:
+    """Density of path confidence and entropy for accepted vs rejected drafted nodes (N pooled)."""
+    if _lacks(N, ["confidence", "entropy", "accepted"]):
+        return _note("no drafted-node sample")
+    fig, axes = _grid(1, 2)
+    accepted = N.accepted.astype(bool)
+    for ax, col, xlabel in zip(axes[0], ["confidence", "entropy"], ["path confidence", "entropy (nats)"]):
+        values = N[col].astype(float)
+        bins = np.linspace(0, 1, 26) if col == "confidence" else np.histogram_bin_edges(values.dropna(), 25)
+        for mask, name, color in ((accepted, "accepted", "tab:green"), (~accepted, "rejected", "tab:red")):
+            part = values[mask].dropna()
+            ax.hist(part, bins=bins, density=len(part) > 0, histtype="stepfilled", alpha=0.45, color=color,
+                    edgecolor=color, label=f"{name} (n={len(part):,})")
+        ax.set(xlabel=xlabel, ylabel="density")
+        ax.legend()
+    return fig
+
+
+def routing_oracle(R: pd.DataFrame) -> pd.DataFrame:
+    """How often each routing signal keeps the tree the target would accept longer, per (target, backbone,
+    benchmark), pooled over the routed compositions' cycles. Only decisive cycles (accepted_0 != accepted_1)
+    count; agree = share where the signal picked the longer tree, [low, high] its 95% Wilson interval.
+    Signal 'matched' (always the benchmark's domain drafter) is added when R names the drafters."""
+    need = PANEL + ["benchmark", "confidence_0", "confidence_1", "entropy_0", "entropy_1", "accepted_0", "accepted_1"]
+    if _lacks(R, need):
+        return pd.DataFrame(columns=ORACLE_COLS)
+    rows = []
+    for (target, backbone, benchmark), group in R.groupby(PANEL + ["benchmark"], sort=False):
+        decisive = group[group.accepted_0 != group.accepted_1]
+        longer = (decisive.accepted_1 > decisive.accepted_0).astype(float)
+        # the tree (0/1) each signal keeps; ties -> 0; 'matched' is NaN where no drafter fits the domain
+        picks = {"confidence": (decisive.confidence_1 > decisive.confidence_0).astype(float),
+                 "entropy": (decisive.entropy_1 < decisive.entropy_0).astype(float)}
+        if "drafters" in decisive:
+            names, domain = decisive.drafters.astype(str).str.split("|"), DOMAINS.get(benchmark)
+            picks["matched"] = names.map(lambda n: float(n.index(domain)) if domain in n else float("nan"))
+        for signal, pick in picks.items():
+            valid = pick.notna()
+            n, k = int(valid.sum()), int((pick[valid] == longer[valid]).sum())
+            if signal == "matched" and n == 0:
+                continue
+            low, high = wilson(k, n)
+            rows.append({"target": target, "backbone": backbone, "benchmark": benchmark, "signal": signal,
+                         "cycles": n, "agree": k / n if n else float("nan"), "low": low, "high": high})
+    return pd.DataFrame(rows, columns=ORACLE_COLS)
+
+
+def routing_oracle_figure(R: pd.DataFrame) -> Figure:
+    """Bars: share of decisive cycles where confidence / entropy routing kept the longer tree."""
+    oracle = routing_oracle(R)
+    if oracle.empty:
+        return _note("no routing cycles")
+    panels = list(oracle.groupby(PANEL, sort=False))
+    fig, axes = _grid(1, len(panels))
+    for ax, (key, frame) in zip(axes[0], panels):
+        benches = benchmark_order(frame.benchmark)
+        x = np.arange(len(benches))
+        for i, (signal, color) in enumerate((("confidence", "tab:blue"), ("entropy", "tab:orange"))):
+            rows = frame[frame.signal == signal].set_index("benchmark").reindex(benches)
+            ax.bar(x + (i - 0.5) * 0.38, rows.agree.to_numpy(float), 0.38, yerr=_err(rows, "agree", "low", "high"),
+                   color=color, label=f"{signal} routing", capsize=2)
+        matched = frame[frame.signal == "matched"].set_index("benchmark").reindex(benches).agree
+        if matched.notna().any():
+            ax.hlines(matched.to_numpy(float), x - 0.4, x + 0.4, colors="black", linestyles="--",
+                      label="always the matched drafter")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        cycles = frame[frame.signal == "confidence"].set_index("benchmark").cycles.reindex(benches)
+        ax.set_xticks(x, [f"{display(b)}\nn={c:g}" for b, c in zip(benches, cycles)])
+        ax.set(ylim=(0, 1.05), ylabel="picks the longer tree", title=_title(key, oracle))
+    _legend(fig, axes)
+    return fig
+
+
+def depth_rates(D: pd.DataFrame) -> pd.DataFrame:
+    """accepted / drafted summed over prompts, per DEPTH_KEYS (rate NaN when nothing was drafted)."""
+    if _lacks(D, DEPTH_KEYS + ["drafted", "accepted"]):
+        return pd.DataFrame(columns=DEPTH_KEYS + ["drafted", "accepted", "rate"])
+    out = D.groupby(DEPTH_KEYS, sort=True)[["drafted", "accepted"]].sum().reset_index()
+    out["rate"] = out.accepted / out.drafted.where(out.drafted > 0)
+    return out
+
+
+def depth_figure(D: pd.DataFrame, temperature: float = 0.0) -> Figure:
+    """Acceptance rate by speculative depth, one line per single-drafter composition (named by its
+    drafter), one panel per benchmark, a row per (target, backbone). Compositions with two
+    drafters (routed, merged) are left out: their per-drafter rates are not one decoder's."""
+    rates = depth_rates(D)
+    rates = rates[np.isclose(rates.temperature.astype(float), temperature)]
+    rates = rates[rates.groupby(PANEL + ["composition"]).drafter_name.transform("nunique") == 1]
+    if rates.empty:
+        return _note(f"no single-drafter depth counts at T={temperature:g}")
+    order = {c: i for i, c in enumerate(dict.fromkeys(D.composition))}  # D's composition order
+    rates = rates.sort_values(["composition", "depth"], key=lambda s: s.map(order) if s.name == "composition" else s)
+    colors, benches = _colors(list(dict.fromkeys(rates.drafter_name))), benchmark_order(rates.benchmark)
+    panels = list(rates.groupby(PANEL, sort=False))
+    fig, axes = _grid(len(panels), len(benches), width=3.6, height=3.0)
+    for row, (key, frame) in zip(axes, panels):
+        for ax, bench in zip(row, benches):
+            for _, line in frame[frame.benchmark == bench].groupby("composition", sort=False):
+                name = line.drafter_name.iloc[0]
+                ax.plot(line.depth, line.rate, marker="o", color=colors[name], label=name)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set(ylim=(0, 1.05), xlabel="speculative depth", ylabel="acceptance rate",
+                   title=f"{_title(key, rates)} · {display(bench)}")
+    _legend(fig, axes)
+    return fig
+
+
+def temperature_figure(E: pd.DataFrame) -> Figure:
+    """tau at the lowest vs the highest temperature (T=0 vs T=1), one point per composition x
+    benchmark evaluated at both, with 95% CIs both ways; below the diagonal, sampling costs tau."""
+    if _lacks(E, TAU_COLS):
+        return _note("no evaluations")
+    temps = sorted(E.temperature.astype(float).unique())
+    if len(temps) < 2:
+        return _note("no T>0 evaluations")
+    cold, hot = temps[0], temps[-1]
+    on = PANEL + ["composition", "benchmark"]
+    pairs = E[E.temperature == cold].merge(E[E.temperature == hot], on=on, suffixes=("_cold", "_hot"))
+    if pairs.empty:
+        return _note(f"no composition evaluated at both T={cold:g} and T={hot:g}")
+    comps = list(dict.fromkeys(pairs.composition))
+    colors, panels = _colors(comps), list(pairs.groupby(PANEL, sort=False))
+    fig, axes = _grid(1, len(panels), width=4.8, height=4.4)
+    for ax, (key, frame) in zip(axes[0], panels):
+        xerr = _err(frame, "tau_cold", "tau_low_cold", "tau_high_cold")
+        yerr = _err(frame, "tau_hot", "tau_low_hot", "tau_high_hot")
+        for i, p in enumerate(frame.itertuples()):
+            ax.errorbar(p.tau_cold, p.tau_hot, xerr=xerr[:, i:i + 1], yerr=yerr[:, i:i + 1], capsize=2,
+                        fmt=MARKERS.get(p.benchmark, "v"), color=colors[p.composition], elinewidth=0.8)
+        lims = [min(frame.tau_low_cold.min(), frame.tau_low_hot.min()) * 0.95,
+                max(frame.tau_high_cold.max(), frame.tau_high_hot.max()) * 1.05]
+        ax.plot(lims, lims, ls="--", color="grey", lw=0.8)
+        ax.set(xlabel=f"τ at T={cold:g}", ylabel=f"τ at T={hot:g}", title=_title(key, pairs))
+    handles = {c: Line2D([], [], color=colors[c], marker="o", ls="") for c in comps}
+    handles |= {display(b): Line2D([], [], color="black", marker=MARKERS.get(b, "v"), ls="")
+                for b in benchmark_order(pairs.benchmark)}
+    _legend(fig, axes, handles)
+    return fig
+
+
+def save_figure(fig: Figure, stem: str | os.PathLike) -> list[Path]:
+    """Write stem.png (dpi 150) and stem.pdf, each through a temporary file and os.replace, then close."""
+    stem, paths = Path(stem), []
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        path = stem.with_name(f"{stem.name}.{ext}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            fig.savefig(tmp, format=ext, dpi=150)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        paths.append(path)
+    if fig.canvas.manager is not None:  # made through pyplot: drop it from pyplot's registry too
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+    fig.clear()
+    return paths

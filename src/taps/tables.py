@@ -1,0 +1,237 @@
+"""The paper's tables, built only from the saved result frames, and their Markdown, LaTeX and CSV files.
+
+Every table takes E (`evaluations.parquet`, one row per evaluation, built by taps.aggregate) and
+returns a DataFrame of display strings: no number is typed in by hand or averaged twice. A blank
+cell means the evaluation (or the paper's number) does not exist. `main_numbers` is the tidy
+numeric form of the main table, meant for its CSV. The writers need neither jinja2 nor tabulate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+BENCHMARKS = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}
+AVERAGE = "average"  # benchmark name of the Avg. column (also the paper CSV's name for it)
+DISPLAY = {**BENCHMARKS, AVERAGE: "Avg."}
+ROW_KEYS = ["target", "backbone", "temperature", "composition"]
+MULTI_KINDS = ("route-confidence", "route-entropy", "merged-tree")
+NAN = float("nan")
+
+
+def fmt_ci(value: float, low: float = NAN, high: float = NAN, signed: bool = False) -> str:
+    """'3.17 [2.70, 3.64]'; the value alone when the CI is missing; '' when the value is missing."""
+    if pd.isna(value):
+        return ""
+    f = "{:+.2f}" if signed else "{:.2f}"
+    if pd.isna(low) or pd.isna(high):
+        return f.format(value)
+    return f"{f.format(value)} [{f.format(low)}, {f.format(high)}]"
+
+
+def benchmark_order(E: pd.DataFrame) -> list[str]:
+    """The four paper benchmarks, then any other benchmark of E in order of first appearance."""
+    return [*BENCHMARKS, *(b for b in pd.unique(E["benchmark"]) if b not in BENCHMARKS)]
+
+
+def _ordered(E: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
+    """E sorted by target, backbone (first appearance), temperature (ascending), composition (`order`,
+    else first appearance; compositions outside an explicit `order` are dropped), then benchmark."""
+    ranks = {c: {v: i for i, v in enumerate(pd.unique(E[c]))} for c in ("target", "backbone")}
+    ranks["composition"] = {v: i for i, v in enumerate(pd.unique(E["composition"]) if order is None else order)}
+    ranks["benchmark"] = {b: i for i, b in enumerate(benchmark_order(E))}
+    E = E[E["composition"].isin(list(ranks["composition"]))]
+    return E.sort_values([*ROW_KEYS, "benchmark"], kind="stable",
+                         key=lambda s: s.map(ranks[s.name]) if s.name in ranks else s)
+
+
+def _labels(key: tuple) -> dict:
+    """Display columns of one (target, backbone, temperature, composition) row."""
+    target, backbone, temperature, composition = key
+    return {"target": target, "backbone": backbone, "T": f"{temperature:g}", "composition": composition}
+
+
+def _mean_of_four(values: dict) -> float:
+    """Mean of the four paper benchmarks' values; NaN unless all four exist."""
+    four = [values.get(b, NAN) for b in BENCHMARKS]
+    return NAN if any(pd.isna(v) for v in four) else sum(four) / len(four)
+
+
+def main_numbers(E: pd.DataFrame, paper: pd.DataFrame | None = None,
+                 order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Tidy main table: one row per (target, backbone, temperature, composition, benchmark) with tau,
+    tau_low, tau_high and paper_tau; every benchmark of `benchmark_order` plus 'average' appears (NaN
+    where missing). The average is the mean of the four taus (no CI); the paper's average is its
+    reported 'average' row, else the mean of its four values. Paper rows match on backbone,
+    composition, benchmark and temperature (the paper has one target)."""
+    reported = {} if paper is None else {
+        (r.backbone, r.composition, r.benchmark, float(r.temperature)): float(r.tau)
+        for r in paper.itertuples() if not pd.isna(r.tau)}
+    benchmarks = benchmark_order(E)
+    rows = []
+    for key, group in _ordered(E, order).groupby(ROW_KEYS, sort=False):
+        ours = group.set_index("benchmark")
+        _, backbone, temperature, composition = key
+        theirs = {b: reported.get((backbone, composition, b, float(temperature)), NAN) for b in [*benchmarks, AVERAGE]}
+        if pd.isna(theirs[AVERAGE]):
+            theirs[AVERAGE] = _mean_of_four(theirs)
+        for b in [*BENCHMARKS, AVERAGE, *benchmarks[len(BENCHMARKS):]]:
+            if b == AVERAGE:
+                tau, low, high = _mean_of_four(ours["tau"].to_dict()), NAN, NAN
+            elif b in ours.index:
+                tau, low, high = ours.loc[b, ["tau", "tau_low", "tau_high"]]
+            else:
+                tau, low, high = NAN, NAN, NAN
+            rows.append({**dict(zip(ROW_KEYS, key)), "benchmark": b, "tau": tau, "tau_low": low,
+                         "tau_high": high, "paper_tau": theirs[b]})
+    return pd.DataFrame(rows)
+
+
+def main_table(E: pd.DataFrame, paper: pd.DataFrame | None = None,
+               order: Sequence[str] | None = None) -> pd.DataFrame:
+    """The paper's main table: one row per (target, backbone, T, composition), a column per benchmark
+    holding 'tau [low, high]', then Avg. (mean of the four, no CI), then any extra benchmark.
+
+    With `paper`, a `source` column appears and each row is followed by a 'paper' line holding the
+    paper's reported tau (blank where it reports none); rows the paper does not report at all get no
+    paper line.
+    """
+    numbers = main_numbers(E, paper, order)
+    rows = []
+    for key, group in numbers.groupby(ROW_KEYS, sort=False):
+        g = group.set_index("benchmark")
+        source = {} if paper is None else {"source": "ours"}
+        rows.append({**_labels(key), **source,
+                     **{DISPLAY.get(b, b): fmt_ci(r.tau, r.tau_low, r.tau_high) for b, r in g.iterrows()}})
+        if paper is not None and g["paper_tau"].notna().any():
+            rows.append({**_labels(key), "source": "paper",
+                         **{DISPLAY.get(b, b): fmt_ci(v) for b, v in g["paper_tau"].items()}})
+    return pd.DataFrame(rows)
+
+
+def _flag(value) -> str:
+    """'yes' / 'no' for a bool, '' for a missing one."""
+    return "" if pd.isna(value) else ("yes" if bool(value) else "no")
+
+
+def composition_table(E: pd.DataFrame) -> pd.DataFrame:
+    """Multi-drafter compositions against the best single drafter, per (target, backbone, T, benchmark).
+
+    The best single drafter is the single-tree composition with the highest tau among the drafters
+    the multi-drafter compositions combine (any single composition if none of those was run).
+    `nodes vs single` = nodes_per_pass / the best single drafter's: ~2 for merged trees at the
+    paper's budget, ~1 at equal budget.
+    """
+    E = E.reset_index(drop=True)  # the masks below are aligned on E's index
+    multi = E["kind"].isin(MULTI_KINDS)
+    parts = {name for drafters in E.loc[multi, "drafters"] for name in drafters.split("|")}
+    single = (E["kind"] == "single") & E["drafters"].isin(parts)
+    single = single if single.any() else E["kind"] == "single"
+    rows = []
+    for (target, backbone, temperature, benchmark), group in _ordered(E).groupby(
+            ["target", "backbone", "temperature", "benchmark"], sort=False):
+        if not multi[group.index].any():
+            continue
+        singles = group[single[group.index]]
+        best = singles.loc[[singles["tau"].idxmax()]] if singles["tau"].notna().any() else singles.iloc[:0]
+        base = best["nodes_per_pass"].iloc[0] if len(best) else NAN
+        for r in pd.concat([best, group[multi[group.index]]]).itertuples():
+            rows.append({**_labels((target, backbone, temperature, r.composition)),
+                         "benchmark": DISPLAY.get(benchmark, benchmark),
+                         "budget": "" if pd.isna(r.budget) else r.budget, "trie": _flag(r.trie),
+                         "tau": fmt_ci(r.tau, r.tau_low, r.tau_high), "nodes/pass": fmt_ci(r.nodes_per_pass),
+                         "nodes vs single": fmt_ci(r.nodes_per_pass / base)})
+    return pd.DataFrame(rows)
+
+
+def _shares(row) -> str:
+    """'math 0.82 / chat 0.18' from a row's drafters and share_0 / share_1; '' when not measured."""
+    if pd.isna(row.share_0) or pd.isna(row.share_1):
+        return ""
+    first, second = row.drafters.split("|")[:2]
+    return f"{first} {row.share_0:.2f} / {second} {row.share_1:.2f}"
+
+
+def routing_table(E: pd.DataFrame) -> pd.DataFrame:
+    """Routing shares of the routed and merged compositions: one row per (target, backbone, T,
+    composition), a column per benchmark holding each drafter's share of cycles."""
+    columns = [DISPLAY.get(b, b) for b in benchmark_order(E)]
+    rows = []
+    for key, group in _ordered(E[E["kind"].isin(MULTI_KINDS)]).groupby(ROW_KEYS, sort=False):
+        cells = {DISPLAY.get(r.benchmark, r.benchmark): _shares(r) for r in group.itertuples()}
+        rows.append({**_labels(key), **{c: cells.get(c, "") for c in columns}})
+    return pd.DataFrame(rows)
+
+
+def speed_table(E: pd.DataFrame) -> pd.DataFrame:
+    """Wall-clock speed of every evaluation with timed turns: tokens/s of the engine and of vanilla
+    decoding, speedup, whether greedy outputs were identical, and engine minus replay tau with its CI."""
+    rows = [{**_labels((r.target, r.backbone, r.temperature, r.composition)),
+             "benchmark": DISPLAY.get(r.benchmark, r.benchmark), "timed turns": str(int(r.timed_turns)),
+             "tokens/s": f"{r.tokens_per_s:.1f}", "vanilla tokens/s": f"{r.vanilla_tokens_per_s:.1f}",
+             "speedup": f"{r.speedup:.2f}x", "identical": _flag(r.identical),
+             "replay diff": fmt_ci(r.replay_diff, r.replay_diff_low, r.replay_diff_high, signed=True)}
+            for r in _ordered(E[E["timed_turns"] > 0]).itertuples()]
+    return pd.DataFrame(rows)
+
+
+def _text(value) -> str:
+    return "" if not isinstance(value, str) and pd.isna(value) else str(value)
+
+
+def _right_aligned(df: pd.DataFrame) -> list[bool]:
+    """Per column: True when every non-blank cell reads as a number (those columns align right)."""
+    number = re.compile(r"^[-+]?\d")
+    return [all(number.match(t) for t in map(_text, df[c]) if t) and any(map(_text, df[c])) for c in df.columns]
+
+
+def to_markdown(df: pd.DataFrame, caption: str = "") -> str:
+    """A GitHub Markdown table, the caption on a line above it; '|' inside cells is escaped."""
+    def line(values) -> str:
+        return "| " + " | ".join(_text(v).replace("|", r"\|") for v in values) + " |"
+    rule = "|" + "|".join("---:" if right else "---" for right in _right_aligned(df)) + "|"
+    head = [caption, ""] if caption else []
+    return "\n".join([*head, line(df.columns), rule, *(line(row) for row in df.itertuples(index=False))]) + "\n"
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text) -> str:
+    """Text safe inside a LaTeX tabular (a leading '[' is braced so '\\\\' cannot read it as an option)."""
+    out = "".join(_LATEX.get(c, c) for c in _text(text))
+    return "{[}" + out[1:] if out.startswith("[") else out
+
+
+def to_latex(df: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    """A booktabs tabular inside a table environment with \\caption (and \\label if given)."""
+    def line(values) -> str:
+        return " & ".join(latex_escape(v) for v in values) + r" \\"
+    spec = "".join("r" if right else "l" for right in _right_aligned(df))
+    return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}",
+                      *([rf"\label{{{label}}}"] if label else []), rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+                      line(df.columns), r"\midrule", *(line(row) for row in df.itertuples(index=False)),
+                      r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
+
+
+def write_table(df: pd.DataFrame, stem: str | os.PathLike, caption: str,
+                numbers: pd.DataFrame | None = None) -> list[Path]:
+    """Write stem.md, stem.tex and stem.csv (the CSV holds `numbers` when given, e.g. `main_numbers`,
+    else `df`), each atomically (a temporary file, then os.replace); returns the three paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    texts = {".md": to_markdown(df, caption), ".tex": to_latex(df, caption, label=f"tab:{stem.name}"),
+             ".csv": (df if numbers is None else numbers).to_csv(index=False)}
+    paths = []
+    for suffix, text in texts.items():
+        path = stem.with_name(stem.name + suffix)  # not with_suffix: a stem may contain dots
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths

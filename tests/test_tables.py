@@ -1,0 +1,188 @@
+"""Tables from a hand-made evaluations frame: exact cells, blanks where data is missing, escaped files."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from taps.tables import (composition_table, fmt_ci, latex_escape, main_numbers, main_table, routing_table,
+                         speed_table, write_table)
+
+NAN = float("nan")
+FOUR = ["mt_bench", "gsm8k", "math500", "svamp"]
+KINDS = {"math": ("single", "math", None, None), "chat": ("single", "chat", None, None),
+         "mixed-160+160": ("single", "mixed-160+160", None, None),
+         "route-confidence": ("route-confidence", "math|chat", None, None),
+         "merged-paper": ("merged-tree", "math|chat", "paper", True),
+         "merged-equal": ("merged-tree", "math|chat", "equal", True)}
+
+
+def _row(composition, benchmark, tau, low=None, high=None, temperature=0.0, backbone="eagle2", nodes=10.0,
+         shares=(NAN, NAN), timed=0, speed=(NAN, NAN), identical=True, replay=(NAN, NAN, NAN)):
+    kind, drafters, budget, trie = KINDS[composition]
+    return {"target": "tiny", "backbone": backbone, "composition": composition, "kind": kind,
+            "drafters": drafters, "budget": budget, "trie": trie, "benchmark": benchmark,
+            "temperature": temperature, "prompts": 4, "turns": 4, "tau": tau,
+            "tau_low": tau - 0.5 if low is None else low, "tau_high": tau + 0.5 if high is None else high,
+            "nodes_per_pass": nodes, "timed_turns": timed, "tokens_per_s": speed[0],
+            "vanilla_tokens_per_s": speed[1], "speedup": speed[0] / speed[1] if timed else NAN,
+            "identical": identical, "replay_turns": timed, "replay_diff": replay[0],
+            "replay_diff_low": replay[1], "replay_diff_high": replay[2], "share_0": shares[0], "share_1": shares[1]}
+
+
+@pytest.fixture
+def E():
+    rows = []
+    for temperature in (0.0, 1.0):
+        for composition, base in [("math", 3.0), ("chat", 2.0), ("route-confidence", 2.5)]:
+            for i, benchmark in enumerate(FOUR):
+                if composition == "chat" and temperature == 1.0 and benchmark == "math500":
+                    continue  # one benchmark missing for one row
+                rows.append(_row(composition, benchmark, base + i / 10, temperature=temperature,
+                                 shares=(0.82, 0.18) if composition == "route-confidence" else (NAN, NAN)))
+    rows[1] = _row("math", "gsm8k", 3.17, 2.70, 3.64, nodes=8.0,
+                   timed=3, speed=(37.0, 20.0), identical=False, replay=(0.03, -0.01, 0.07))
+    for composition, nodes, tau in [("merged-paper", 16.0, 3.4), ("merged-equal", 8.0, 3.2)]:
+        rows.append(_row(composition, "gsm8k", tau, nodes=nodes, shares=(0.6, 0.4)))
+    rows.append(_row("math", "gsm8k", 4.0, backbone="hass"))
+    rows.append(_row("mixed-160+160", "gsm8k", 3.9, nodes=30.0))  # best single tau, but not a merged part
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def paper():
+    return pd.DataFrame({"backbone": ["eagle2", "eagle2", "eagle2"], "composition": ["math", "math", "chat"],
+                         "paper_label": ["x", "x", "y"], "benchmark": ["gsm8k", "average", "gsm8k"],
+                         "temperature": [0, 0, 1], "tau": [5.04, 4.42, 3.72], "speedup": [NAN] * 3,
+                         "source": ["README"] * 3})
+
+
+def _cell(table, column, **labels):
+    hit = table
+    for key, value in labels.items():
+        hit = hit[hit[key] == value]
+    assert len(hit) == 1, f"{labels} matched {len(hit)} rows"
+    return hit[column].iloc[0]
+
+
+def test_fmt_ci_formats_value_with_interval_and_blanks_missing():
+    assert fmt_ci(3.17, 2.7, 3.64) == "3.17 [2.70, 3.64]"
+    assert fmt_ci(3.17) == "3.17"
+    assert fmt_ci(NAN, 1.0, 2.0) == ""
+    assert fmt_ci(0.03, -0.01, 0.07, signed=True) == "+0.03 [-0.01, +0.07]"
+
+
+def test_main_table_cell_is_tau_with_its_ci(E):
+    table = main_table(E)
+    assert list(table.columns) == ["target", "backbone", "T", "composition", "MT-Bench", "GSM8K", "MATH-500",
+                                   "SVAMP", "Avg."]
+    assert _cell(table, "GSM8K", backbone="eagle2", composition="math", T="0") == "3.17 [2.70, 3.64]"
+    assert _cell(table, "MT-Bench", backbone="eagle2", composition="chat", T="1") == "2.00 [1.50, 2.50]"
+
+
+def test_main_table_average_is_mean_of_four_and_blank_when_one_is_missing(E):
+    table = main_table(E)
+    assert _cell(table, "Avg.", backbone="eagle2", composition="math", T="0") == f"{(3.0 + 3.17 + 3.2 + 3.3) / 4:.2f}"
+    assert _cell(table, "MATH-500", backbone="eagle2", composition="chat", T="1") == ""
+    assert _cell(table, "Avg.", backbone="eagle2", composition="chat", T="1") == ""
+    assert _cell(table, "Avg.", backbone="hass", composition="math", T="0") == ""  # only GSM8K was run
+    numbers = main_numbers(E)
+    avg = numbers[(numbers.composition == "math") & (numbers.backbone == "eagle2") & (numbers.temperature == 0)
+                  & (numbers.benchmark == "average")]
+    assert avg.tau.iloc[0] == pytest.approx((3.0 + 3.17 + 3.2 + 3.3) / 4) and math.isnan(avg.tau_low.iloc[0])
+
+
+def test_main_table_rows_follow_composition_order_then_temperature(E):
+    table = main_table(E)
+    eagle = table[table.backbone == "eagle2"]
+    assert list(zip(eagle["T"], eagle.composition))[:5] == [
+        ("0", "math"), ("0", "chat"), ("0", "route-confidence"), ("0", "merged-paper"), ("0", "merged-equal")]
+    assert list(table.backbone.unique()) == ["eagle2", "hass"]
+    ordered = main_table(E, order=["chat", "math"])
+    assert list(ordered.composition[ordered.backbone == "eagle2"]) == ["chat", "math", "chat", "math"]
+
+
+def test_paper_line_shows_reported_tau_and_blanks_where_missing(E, paper):
+    table = main_table(E, paper=paper)
+    assert list(table.columns[:5]) == ["target", "backbone", "T", "composition", "source"]
+    math_t0 = table[(table.backbone == "eagle2") & (table.composition == "math") & (table["T"] == "0")]
+    assert list(math_t0.source) == ["ours", "paper"]
+    reported = math_t0.iloc[1]
+    assert (reported["GSM8K"], reported["Avg."], reported["MT-Bench"]) == ("5.04", "4.42", "")
+    assert _cell(table, "GSM8K", composition="chat", T="1", source="paper") == "3.72"
+    assert _cell(table, "Avg.", composition="chat", T="1", source="paper") == ""
+    assert not ((table.composition == "route-confidence") & (table.source == "paper")).any()
+    numbers = main_numbers(E, paper)
+    hit = numbers[(numbers.composition == "math") & (numbers.benchmark == "gsm8k") & (numbers.temperature == 0)
+                  & (numbers.backbone == "eagle2")]
+    assert hit.paper_tau.iloc[0] == 5.04 and hit.tau.iloc[0] == 3.17
+
+
+def test_paper_average_falls_back_to_the_mean_of_its_four_values(E):
+    paper = pd.DataFrame({"backbone": "eagle2", "composition": "math", "benchmark": FOUR, "temperature": 1,
+                          "tau": [2.0, 3.0, 4.0, 5.0]})
+    table = main_table(E, paper=paper)
+    assert _cell(table, "Avg.", composition="math", T="1", source="paper") == "3.50"
+    assert _cell(table, "SVAMP", composition="math", T="1", source="paper") == "5.00"
+
+
+def test_extra_benchmark_is_appended_and_missing_ones_are_blank():
+    E = pd.DataFrame([_row("math", "gsm8k", 3.0), _row("math", "humaneval", 2.0)])
+    table = main_table(E)
+    assert list(table.columns[4:]) == ["MT-Bench", "GSM8K", "MATH-500", "SVAMP", "Avg.", "humaneval"]
+    assert table.iloc[0]["humaneval"] == "2.00 [1.50, 2.50]" and table.iloc[0]["MT-Bench"] == ""
+
+
+def test_composition_table_compares_multi_drafter_trees_with_the_best_single(E):
+    table = composition_table(E)
+    gsm = table[(table.benchmark == "GSM8K") & (table["T"] == "0") & (table.backbone == "eagle2")]
+    assert list(gsm.composition) == ["math", "route-confidence", "merged-paper", "merged-equal"]
+    assert list(gsm["nodes/pass"]) == ["8.00", "10.00", "16.00", "8.00"]
+    assert list(gsm["nodes vs single"]) == ["1.00", "1.25", "2.00", "1.00"]
+    assert list(gsm.budget) == ["", "", "paper", "equal"] and list(gsm.trie) == ["", "", "yes", "yes"]
+    assert gsm.tau.iloc[0] == "3.17 [2.70, 3.64]"
+    # mixed-160+160 has the highest single tau, but is not one of the drafters the trees combine
+    assert set(table.composition) == {"math", "route-confidence", "merged-paper", "merged-equal"}
+    assert "hass" not in set(table.backbone)  # no multi-drafter composition ran there
+
+
+def test_routing_table_names_each_drafter_share(E):
+    table = routing_table(E)
+    assert _cell(table, "GSM8K", composition="route-confidence", T="0") == "math 0.82 / chat 0.18"
+    assert _cell(table, "GSM8K", composition="merged-paper", T="0") == "math 0.60 / chat 0.40"
+    assert _cell(table, "MT-Bench", composition="merged-paper", T="0") == ""
+    assert set(table.composition) == {"route-confidence", "merged-paper", "merged-equal"}
+
+
+def test_speed_table_lists_timed_evaluations_only(E):
+    table = speed_table(E)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["composition"], row["benchmark"], row["timed turns"]) == ("math", "GSM8K", "3")
+    assert (row["tokens/s"], row["vanilla tokens/s"], row["speedup"]) == ("37.0", "20.0", "1.85x")
+    assert row["identical"] == "no" and row["replay diff"] == "+0.03 [-0.01, +0.07]"
+
+
+def test_latex_escape_covers_special_characters():
+    assert latex_escape("a_b & 5% #1 $x") == r"a\_b \& 5\% \#1 \$x"
+    assert latex_escape("[1, 2]") == "{[}1, 2]"
+
+
+def test_write_table_writes_markdown_latex_and_csv(tmp_path, E):
+    df = pd.DataFrame({"composition": ["mixed-160+160", "math|chat"], "tau_mean": ["3.17 [2.70, 3.64]", "2.00"]})
+    paths = write_table(df, tmp_path / "new" / "main", "Acceptance length & 95% CI", numbers=main_numbers(E))
+    assert [p.name for p in paths] == ["main.md", "main.tex", "main.csv"]
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["main.csv", "main.md", "main.tex"]
+    md = paths[0].read_text().splitlines()
+    assert md[0] == "Acceptance length & 95% CI" and md[2] == "| composition | tau_mean |"
+    assert md[3] == "|---|---:|" and md[5] == r"| math\|chat | 2.00 |"
+    tex = paths[1].read_text()
+    assert r"\caption{Acceptance length \& 95\% CI}" in tex and r"\label{tab:main}" in tex
+    assert r"composition & tau\_mean \\" in tex and r"mixed-160+160 & 3.17 [2.70, 3.64] \\" in tex
+    assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule") < tex.index(r"\end{table}")
+    assert r"\begin{tabular}{lr}" in tex
+    csv = pd.read_csv(paths[2])
+    assert list(csv.columns) == ["target", "backbone", "temperature", "composition", "benchmark", "tau",
+                                 "tau_low", "tau_high", "paper_tau"]
+    write_table(df, tmp_path / "plain", "c")
+    assert pd.read_csv(tmp_path / "plain.csv").composition.tolist() == ["mixed-160+160", "math|chat"]
