@@ -1,6 +1,7 @@
 # Shared helpers: output paths, the resolved config per target, the command prefix.
 
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -153,3 +154,19 @@ def eval_settings(temperature=0):
     settings = {k: v for k, v in config["evaluate"].items()
                 if k not in ("compositions", "benchmarks", "temperatures", "fewshot", "sampled", "threads")}
     return {**settings, "prompts": eval_plan(temperature)[3]}
+
+
+# the tidy frames, tables and figures that report.smk writes
+FRAMES = ("evaluations", "prompts", "depth", "nodes", "routing", "replay")
+TABLE_NAMES = ("main", "compositions", "routing", "speed", "replay")
+FIGURE_NAMES = ("tau_T0", "confidence_entropy", "routing_oracle", "depth", "temperature")
+PAPER = config.get("paper_results", "data/paper/taps_reported.csv")
+
+
+def report_outputs():
+    """The final outputs once evaluation is configured: tables, figures and findings."""
+    if not config.get("evaluate"):
+        return []
+    return ([f"{RESULTS}/tables/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")]
+            + [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "pdf")]
+            + [f"{RESULTS}/findings.md"])

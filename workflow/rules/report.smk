@@ -1,16 +1,6 @@
 # Evaluations -> tidy frames (aggregate) -> the paper's tables, figures and a verdict on every claim.
 # Every output a reader looks at is flagged for `snakemake --report results/report.html`.
 
-FRAMES = ("evaluations", "prompts", "depth", "nodes", "routing", "replay")
-TABLE_NAMES = ("main", "compositions", "routing", "speed", "replay")
-FIGURE_NAMES = ("tau_T0", "confidence_entropy", "routing_oracle", "depth", "temperature")
-PAPER = config.get("paper_results", "data/paper/taps_reported.csv")
-
-
-def caption(name):
-    return f"../report/{name}.rst"
-
-
 rule aggregate:
     input:
         evaluation_outputs(),
@@ -39,13 +29,14 @@ rule tables:
         replay=f"{RESULTS}/tables/replay.parquet",
         paper=PAPER if PAPER and Path(PAPER).is_file() else [],
     output:
-        [report(f"{RESULTS}/tables/{name}.{ext}", caption=caption(f"table_{name}"), category="Tables",
+        [report(f"{RESULTS}/tables/{name}.{ext}", caption=f"../report/table_{name}.rst", category="Tables",
                 subcategory=name) for name in TABLE_NAMES for ext in ("csv", "md", "tex")],
     log:
         f"{RESULTS}/logs/tables.log",
     benchmark:
         f"{RESULTS}/benchmarks/tables.tsv"
     params:
+        out_dir=lambda w, output: os.path.dirname(output[0]),
         order=json_arg(list(config.get("evaluate", {}).get("compositions", {}))),
         seed=config["seed"],
     threads: 1
@@ -57,20 +48,23 @@ rule tables:
         ENV
     shell:
         "python workflow/scripts/tables.py --evaluations {input.evaluations} --replay {input.replay} "
-        "--paper '{input.paper}' --order {params.order} --seed {params.seed} --out-dir {RESULTS}/tables > {log} 2>&1"
+        "--paper '{input.paper}' --order {params.order} --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule figures:
     input:
         [f"{RESULTS}/tables/{frame}.parquet" for frame in FRAMES],
     output:
-        [report(f"{RESULTS}/figures/{name}.png", caption=caption(f"figure_{name}"), category="Figures")
+        [report(f"{RESULTS}/figures/{name}.png", caption=f"../report/figure_{name}.rst", category="Figures")
          for name in FIGURE_NAMES],
         [f"{RESULTS}/figures/{name}.pdf" for name in FIGURE_NAMES],
     log:
         f"{RESULTS}/logs/figures.log",
     benchmark:
         f"{RESULTS}/benchmarks/figures.tsv"
+    params:
+        tables_dir=lambda w, input: os.path.dirname(input[0]),
+        out_dir=lambda w, output: os.path.dirname(output[0]),
     threads: 1
     resources:
         mem_mb=4000,
@@ -79,7 +73,7 @@ rule figures:
     conda:
         ENV
     shell:
-        "python workflow/scripts/figures.py --tables-dir {RESULTS}/tables --out-dir {RESULTS}/figures > {log} 2>&1"
+        "python workflow/scripts/figures.py --tables-dir {params.tables_dir} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule findings:
@@ -87,9 +81,9 @@ rule findings:
         prompts=f"{RESULTS}/tables/prompts.parquet",
         depth=f"{RESULTS}/tables/depth.parquet",
     output:
-        md=report(f"{RESULTS}/findings.md", caption=caption("findings"), category="Findings"),
+        md=report(f"{RESULTS}/findings.md", caption="../report/findings.rst", category="Findings"),
         claims=f"{RESULTS}/findings.parquet",
-        comparisons=report(f"{RESULTS}/tables/findings_comparisons.csv", caption=caption("findings"),
+        comparisons=report(f"{RESULTS}/tables/findings_comparisons.csv", caption="../report/findings.rst",
                            category="Findings"),
     log:
         f"{RESULTS}/logs/findings.log",
@@ -109,12 +103,3 @@ rule findings:
         "python workflow/scripts/findings.py --prompts {input.prompts} --depth {input.depth} --roles {params.roles} "
         "--seed {params.seed} --out-md {output.md} --out {output.claims} --out-comparisons {output.comparisons} "
         "> {log} 2>&1"
-
-
-def report_outputs():
-    """What `rule all` asks for once evaluation is configured: tables, figures and findings."""
-    if not config.get("evaluate"):
-        return []
-    return ([f"{RESULTS}/tables/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")]
-            + [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "pdf")]
-            + [f"{RESULTS}/findings.md"])
