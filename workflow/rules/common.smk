@@ -151,11 +151,12 @@ def reference_input(target, benchmark, temperature):
 
 def eval_settings(temperature=0, benchmark=None):
     """prompts, max_new_tokens, replay, timed_prompts and tree of the evaluate section, as an evaluation at
-    `temperature` on `benchmark` uses them (no timed prompts where evaluate.timed_benchmarks leaves it out)."""
+    `temperature` on `benchmark` uses them (at T=0, no timed prompts where evaluate.timed_benchmarks leaves it out;
+    at T > 0 every turn runs the engine anyway)."""
     ev = config["evaluate"]
     settings = {k: v for k, v in ev.items() if k not in (
         "compositions", "benchmarks", "temperatures", "fewshot", "sampled", "threads", "timed_benchmarks")}
-    if benchmark is not None and benchmark not in ev.get("timed_benchmarks", [benchmark]):
+    if is_greedy(temperature) and benchmark is not None and benchmark not in ev.get("timed_benchmarks", [benchmark]):
         settings["timed_prompts"] = 0
     return {**settings, "prompts": eval_plan(temperature)[3]}
 
