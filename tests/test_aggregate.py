@@ -34,7 +34,14 @@ def test_depth_rows_count_drafted_and_accepted_nodes_per_drafter_and_depth():
     assert rows.loc[("a", "chat", 1), ["drafted", "accepted"]].tolist() == [2, 1]
     assert rows.loc[("a", "chat", 2), ["drafted", "accepted"]].tolist() == [1, 1]
     assert rows.loc[("a", "math", 1), ["drafted", "accepted"]].tolist() == [1, 0]
-    assert len(rows) == 4
+    assert len(rows) == 4 and rows.reached.isna().all()  # conditional step counts: single drafters only
+    single = _evaluation()
+    single.spec = {"composition": "single", "drafters": ["math"]}
+    single.nodes["drafter"] = 0
+    steps = depth_rows(single).set_index(["prompt", "depth"])
+    # prompt a: one cycle accepting 2 -> reached/passed step 1: 1/1, step 2: 1/1, step 3: 1/0
+    assert steps.loc[("a", 1), ["reached", "passed"]].tolist() == [1, 1]
+    assert steps.loc[("b", 1), ["reached", "passed"]].tolist() == [1, 0]  # prompt b accepted 0
 
 
 def test_node_sample_is_bounded_seeded_and_named():

@@ -55,8 +55,8 @@ def depth_frame() -> pd.DataFrame:
                     for depth in (1, 2, 3):
                         rows.append({"target": TARGET, "backbone": "eagle2", "composition": comp, "benchmark": bench,
                                      "temperature": 0.0, "prompt": prompt, "drafter": k, "drafter_name": name,
-                                     "depth": depth, "drafted": scale * (10 - 3 * depth) if depth < 3 else 0,
-                                     "accepted": scale * (4 - depth) if depth < 3 else 0})
+                                     "depth": depth, "reached": scale * (10 - 3 * depth) if depth < 3 else 0,
+                                     "passed": scale * (4 - depth) if depth < 3 else 0})
     return pd.DataFrame(rows)
 
 
@@ -91,9 +91,9 @@ def test_routing_oracle_without_drafter_names_has_only_the_two_signals():
 def test_depth_rates_sum_counts_over_prompts_before_dividing():
     got = depth_rates(depth_frame()).set_index(["composition", "benchmark", "drafter_name", "depth"])
     row = got.loc[("math", "gsm8k", "math", 1)]
-    assert (row.drafted, row.accepted, row.rate) == (21, 9, 9 / 21)  # (7 + 14) drafted, (3 + 6) accepted
+    assert (row.reached, row.passed, row.rate) == (21, 9, 9 / 21)  # (7 + 14) reached, (3 + 6) passed
     assert got.loc[("route-confidence", "gsm8k", "chat", 2), "rate"] == 6 / 12  # (2 + 4) / (4 + 8)
-    assert got.loc[("chat", "mt_bench", "chat", 3), "drafted"] == 0
+    assert got.loc[("chat", "mt_bench", "chat", 3), "reached"] == 0
     assert math.isnan(got.loc[("chat", "mt_bench", "chat", 3), "rate"])
     assert len(got) == 2 * 2 * 3 + 2 * 2 * 3  # singles: 2 comps x 2 benches x 3 depths; routed: 2 drafters x 2 x 3
 

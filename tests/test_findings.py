@@ -43,7 +43,7 @@ def prompt_frame(taus=None, swing=None, backbone="hass", prompts=30, seed=0, dro
 
 
 def depth_frame(rates, swing=0.0, prompts=30, seed=0):
-    """D of the experts: rates[(composition, benchmark)] = acceptance rate at depths 1..5 (None: nothing drafted).
+    """D of the experts: rates[(composition, benchmark)] = acceptance rate at steps 1..5 (None: no cycle reached it).
 
     swing moves accepted counts at depth 4 by +/- on alternate prompts, math up where chat goes down.
     """
@@ -57,7 +57,8 @@ def depth_frame(rates, swing=0.0, prompts=30, seed=0):
                 accepted = accepted + np.round(swing * (1 if comp == "math" else -1) * (-1) ** np.arange(prompts))
             rows += [{"target": "t", "backbone": "hass", "composition": comp, "benchmark": bench, "temperature": 0.0,
                       "prompt": f"{bench}-{i}", "drafter": 0, "drafter_name": comp, "depth": depth,
-                      "drafted": drafted, "accepted": int(a)} for i, a in enumerate(accepted)]
+                      "drafted": drafted, "accepted": int(a), "reached": drafted, "passed": int(a)}
+                     for i, a in enumerate(accepted)]
     return pd.DataFrame(rows)
 
 
@@ -202,7 +203,7 @@ def test_claim_g_compares_the_advantage_at_the_deepest_well_sampled_depth(verdic
     claims, comparisons = findings(prompt_frame(), depth_frame(*DEPTH_CASES[verdict]), n_boot=1000)
     assert _claim(claims, "g").verdict == verdict
     g = comparisons[comparisons.claim == "g"]
-    assert g.comparison.str.contains("depth 4 minus depth 1").all()  # depth 5: chat drafted nothing
+    assert g.comparison.str.contains("step 4 minus step 1").all()  # depth 5: chat drafted nothing
     if verdict == "reproduced":  # GSM8K: (0.8 - 0.4) - (0.8 - 0.7) = 0.3
         assert g[g.comparison.str.contains("GSM8K")]["diff"].iloc[0] == pytest.approx(0.3, abs=0.05)
 
@@ -211,7 +212,7 @@ def test_missing_compositions_give_not_evaluated_with_a_reason():
     claims, _ = findings(prompt_frame(drop=("averaged", "route-entropy", "mixed-160+160", "mixed-320+320")),
                          depth_frame({("math", "gsm8k"): (0.8, None, None, None, None),
                                       ("chat", "gsm8k"): (0.5, None, None, None, None)}), n_boot=200)
-    for letter, absent in [("b", "mixed-160+160"), ("c", "averaged"), ("f", "route-entropy"), ("g", "drafted")]:
+    for letter, absent in [("b", "mixed-160+160"), ("c", "averaged"), ("f", "route-entropy"), ("g", "cycles reaching")]:
         row = _claim(claims, letter)
         assert row.verdict == "not evaluated" and row.comparisons == 0 and absent in row.reason
     assert _claim(claims, "a").verdict == "reproduced"

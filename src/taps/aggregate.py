@@ -8,7 +8,8 @@ everything averaged is computed here, once, through `taps.metrics`:
   temperature): tau with its 95% bootstrap CI over prompts, acceptance per depth, nodes per
   pass, tokens/s and speedup from the timed turns, the engine - replay difference, routing shares;
 - `prompt_rows`: new tokens and passes per prompt, for paired comparisons (`taps.findings`);
-- `depth_rows`: drafted and accepted nodes per prompt, drafter and depth;
+- `depth_rows`: drafted and accepted nodes per prompt, drafter and depth, and the cycles that
+  reached and passed each depth (the conditional acceptance rate per speculative step);
 - `node_sample`: a seeded sample of drafted nodes (confidence, entropy, accepted);
 - `routing_rows`: every routed cycle replay scored, with each drafter's signals and the drafted
   tokens its tree would have had accepted;
@@ -118,14 +119,23 @@ def prompt_rows(ev: Evaluation) -> pd.DataFrame:
 
 
 def depth_rows(ev: Evaluation) -> pd.DataFrame:
-    """Drafted and accepted nodes per prompt, drafter and depth."""
+    """Per prompt, drafter and depth k: drafted and accepted nodes; and for a single drafter the cycles
+    that reached depth k (accepted >= k - 1 drafted tokens) and passed it (accepted >= k), whose ratio
+    is the conditional acceptance rate at step k (NaN for compositions of several drafters)."""
     if ev.nodes.empty:
         return pd.DataFrame()
     grouped = ev.nodes.groupby(["prompt", "drafter", "depth"]).accepted.agg(drafted="size", accepted="sum")
     out = grouped.reset_index().assign(**ev.key)
     out["drafter_name"] = out.drafter.map(dict(enumerate(ev.spec["drafters"])))
     out["accepted"] = out.accepted.astype(int)
-    return out[[*KEYS, "prompt", "drafter", "drafter_name", "depth", "drafted", "accepted"]]
+    steps = pd.DataFrame([{"prompt": prompt, "depth": k, "reached": int((acc >= k - 1).sum()),
+                           "passed": int((acc >= k).sum())}
+                          for prompt, acc in ev.cycles.groupby("prompt").accepted for k in range(1, ev.depth + 1)])
+    if len(ev.spec["drafters"]) == 1 and len(steps):
+        out = out.merge(steps, on=["prompt", "depth"], how="left")
+    else:
+        out["reached"], out["passed"] = float("nan"), float("nan")
+    return out[[*KEYS, "prompt", "drafter", "drafter_name", "depth", "drafted", "accepted", "reached", "passed"]]
 
 
 def node_sample(ev: Evaluation, limit: int = 5000, seed: int = 0) -> pd.DataFrame:

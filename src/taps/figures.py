@@ -188,11 +188,13 @@ def routing_oracle_figure(R: pd.DataFrame) -> Figure:
 
 
 def depth_rates(D: pd.DataFrame) -> pd.DataFrame:
-    """accepted / drafted summed over prompts, per DEPTH_KEYS (rate NaN when nothing was drafted)."""
-    if _lacks(D, DEPTH_KEYS + ["drafted", "accepted"]):
-        return pd.DataFrame(columns=DEPTH_KEYS + ["drafted", "accepted", "rate"])
-    out = D.groupby(DEPTH_KEYS, sort=True)[["drafted", "accepted"]].sum().reset_index()
-    out["rate"] = out.accepted / out.drafted.where(out.drafted > 0)
+    """Conditional acceptance rate per speculative step: cycles passing step k / cycles reaching it, summed
+    over prompts, per DEPTH_KEYS (single drafters; rate NaN when no cycle reached the step)."""
+    if _lacks(D, DEPTH_KEYS + ["reached", "passed"]):
+        return pd.DataFrame(columns=DEPTH_KEYS + ["reached", "passed", "rate"])
+    out = D.dropna(subset=["reached", "passed"]).groupby(DEPTH_KEYS, sort=True)[["reached", "passed"]].sum()
+    out = out.reset_index()
+    out["rate"] = out.passed / out.reached.where(out.reached > 0)
     return out
 
 

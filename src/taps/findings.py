@@ -44,7 +44,7 @@ class Roles:
     route_entropy: str = "route-entropy"
     merged: str = "merged-paper"  # merged trees at the paper's verification budget
     merged_equal: str = "merged-equal"  # merged trees at a single drafter's budget
-    min_drafted: int = 20  # claim (g): fewest nodes each expert must have drafted at the deepest depth compared
+    min_cycles: int = 20  # claim (g): fewest cycles each expert must have reached the deepest step compared in
 
 
 def prompt_counts(p: pd.DataFrame) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
@@ -162,28 +162,30 @@ def _claim_f(s: _Setting) -> list[Spec] | str:
 
 
 def _depth_spec(s: _Setting, bench: str, m: str, o: str) -> Spec | None:
-    """Matched expert m vs other o on bench: advantage in acceptance rate at the deepest depth both drafted
-    >= roles.min_drafted nodes at (chosen on the full data), minus the advantage at depth 1."""
-    rows = s.d[(s.d.benchmark == bench) & s.d.composition.isin([m, o])]
+    """Matched expert m vs other o on bench: advantage in conditional acceptance rate (cycles passing step k
+    / cycles reaching it) at the deepest step both reached >= roles.min_cycles times (chosen on the full
+    data), minus the advantage at step 1."""
+    rows = s.d[(s.d.benchmark == bench) & s.d.composition.isin([m, o])].dropna(subset=["reached", "passed"])
+    rows = rows.drop_duplicates(["composition", "prompt", "depth"])  # cycle counts, one row per prompt and step
     if rows.composition.nunique() < 2:
         return None
     common = sorted(set.intersection(*[set(g.prompt) for _, g in rows.groupby("composition")]))  # paired prompts
-    table = rows.pivot_table(index="prompt", columns=["composition", "depth"], values=["accepted", "drafted"],
-                             aggfunc="sum").loc[common].fillna(0)  # a depth a prompt never reached: 0 nodes
-    drafted = table["drafted"].sum()  # [(composition, depth)]
+    table = rows.pivot_table(index="prompt", columns=["composition", "depth"], values=["passed", "reached"],
+                             aggfunc="sum").loc[common].fillna(0)  # a step a prompt never reached: 0 cycles
+    reached = table["reached"].sum()  # [(composition, depth)]
     deep = [k for k in sorted(rows.depth.unique())
-            if k > 1 and all(drafted.get((c, k), 0) >= max(s.roles.min_drafted, 1) for c in (m, o))]
-    if not common or not deep or not all(drafted.get((c, 1), 0) > 0 for c in (m, o)):
+            if k > 1 and all(reached.get((c, k), 0) >= max(s.roles.min_cycles, 1) for c in (m, o))]
+    if not common or not deep or not all(reached.get((c, 1), 0) > 0 for c in (m, o)):
         return None
     k = deep[-1]
     keys = [(c, depth) for c in (m, o) for depth in (1, k)]
-    num = {key: table[("accepted", *key)].to_numpy() for key in keys}
-    den = {key: table[("drafted", *key)].to_numpy() for key in keys}
+    num = {key: table[("passed", *key)].to_numpy() for key in keys}
+    den = {key: table[("reached", *key)].to_numpy() for key in keys}
 
     def advantage_growth(r):
         return (r[(m, k)] - r[(o, k)]) - (r[(m, 1)] - r[(o, 1)])
 
-    return (f"{m} vs {o} on {BENCHMARK_NAMES.get(bench, bench)}: advantage at depth {k} minus depth 1", m, o,
+    return (f"{m} vs {o} on {BENCHMARK_NAMES.get(bench, bench)}: advantage at step {k} minus step 1", m, o,
             lambda seed: paired_ratio_bootstrap(num, den, dict.fromkeys(num, bench), advantage_growth,
                                                 n_boot=s.n_boot, seed=seed))
 
@@ -192,7 +194,7 @@ def _claim_g(s: _Setting) -> list[Spec] | str:
     if s.d is None or s.d.empty:
         return "no per-depth rows (D) for the experts"
     specs = [spec for bench, m, o in s.matched() if (spec := _depth_spec(s, bench, m, o)) is not None]
-    return specs or f"needs both experts' depth counts, >= {s.roles.min_drafted} drafted nodes beyond depth 1"
+    return specs or f"needs both experts' step counts, >= {s.roles.min_cycles} cycles reaching a step beyond 1"
 
 
 def _claim_h(s: _Setting) -> list[Spec] | str:
@@ -213,7 +215,8 @@ CLAIMS: dict[str, tuple[str, Callable[[_Setting], list[Spec] | str]]] = {
     "e": ("merged-tree verification is best: it beats every composition that is not a merged tree in mean tau",
           _claim_e),
     "f": ("confidence beats entropy as a routing signal in mean tau", _claim_f),
-    "g": ("deeper speculative steps favour the matched expert: its acceptance-rate advantage grows with depth",
+    "g": ("deeper speculative steps favour the matched expert: its advantage in conditional acceptance rate "
+          "(cycles passing step k / cycles reaching it) grows from step 1 to the deepest well-sampled step",
           _claim_g),
     "h": ("ours: merged trees at a single drafter's budget beat the best single drafter in mean tau "
           "(best chosen on the full data, held fixed in the bootstrap)", _claim_h),
