@@ -90,7 +90,7 @@ def _legend(fig: Figure, axes, handles: dict | None = None) -> None:
 
 
 def tau_figure(E: pd.DataFrame, temperature: float = 0.0) -> Figure:
-    """tau per benchmark, one bar per composition (E's order) with its 95% CI; one panel per backbone."""
+    """tau per benchmark, one bar per composition (E's order) with its 95% CI; one panel (row) per backbone."""
     if _lacks(E, TAU_COLS):
         return _note("no evaluations")
     E = E[np.isclose(E.temperature.astype(float), temperature)]
@@ -98,8 +98,8 @@ def tau_figure(E: pd.DataFrame, temperature: float = 0.0) -> Figure:
         return _note(f"no evaluations at T={temperature:g}")
     comps = list(dict.fromkeys(E.composition))
     colors, panels = _colors(comps), list(E.groupby(PANEL, sort=False))
-    fig, axes = _grid(1, len(panels), width=max(4.5, 0.35 * len(comps) * E.benchmark.nunique()))
-    for ax, (key, frame) in zip(axes[0], panels):
+    fig, axes = _grid(len(panels), 1, width=min(14.0, max(4.5, 0.3 * len(comps) * E.benchmark.nunique())))
+    for ax, (key, frame) in zip(axes[:, 0], panels):
         benches = benchmark_order(frame.benchmark)
         present = [c for c in comps if c in set(frame.composition)]
         width = 0.8 / len(present)
