@@ -49,7 +49,8 @@ def main() -> None:
         proposer = compose(args.composition, proposers_for(drafters, tree))
         rows = evaluate(target, proposer, prompts, EvalConfig(max_new_tokens=args.max_new_tokens))
         key = dict(target=args.target, backbone="-", composition=f"tree {spec}", temperature=0.0)
-        ev = Evaluation(*(pd.DataFrame(getattr(rows, t)).assign(**key) for t in ("turns", "cycles", "nodes", "candidates")),
+        frames = (pd.DataFrame(getattr(rows, t)).assign(**key) for t in ("turns", "cycles", "nodes", "candidates"))
+        ev = Evaluation(*frames,
                         spec={"composition": args.composition, "drafters": args.drafters}, depth=tree.depth + 1)
         tables.append(pd.DataFrame([evaluation_row(ev)]))
     columns = ["composition", "prompts", "tau", "tau_low", "tau_high", "tokens_per_s", "vanilla_tokens_per_s",

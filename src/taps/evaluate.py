@@ -3,10 +3,10 @@
 For every prompt and turn the vanilla loop and the speculative loop run side by side, in the
 same process on the same target, so their tokens/s compare fairly on any machine. Several
 compositions can be evaluated in one call (`evaluate_many`): replay's features are then
-computed once per turn and shared. The vanilla
-run is also the reference: at temperature 0 the speculative output must equal it token for
-token (a mismatch is a bug and stops the evaluation), and a multi-turn prompt (MT-Bench) is
-conditioned on the target's own earlier answers, taken from the vanilla run. Both runs of a
+computed once per turn and shared. The vanilla run is also the reference: at temperature 0
+the speculative output must equal it token for token (a mismatch is a bug and stops the
+evaluation), and a multi-turn prompt (MT-Bench) is conditioned on the target's own earlier
+answers, taken from the vanilla run. Both runs of a
 turn draw from generators seeded by (seed, prompt index, turn).
 
 Replay (`EvalConfig.replay`, temperature 0 only): the target's greedy output does not depend
@@ -134,9 +134,9 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
 
     Replay's features of the target's output are computed once per turn for all proposers.
     Without replay, every turn runs vanilla and each proposer's engine side by side (vanilla
-    again for each proposer, right before it, so both speeds are taken under the same load). With replay (T=0),
-    turns of the first `timed_prompts` prompts do that too, and are replayed as well (the
-    engine's and replay's records are both kept: `replay_matches`, `replay_new_tokens`,
+    again for each proposer, right before it, so both speeds are taken under the same load).
+    With replay (T=0), turns of the first `timed_prompts` prompts do that too, and are replayed
+    as well (the engine's and replay's records are both kept: `replay_matches`, `replay_new_tokens`,
     `replay_passes`); every other turn is replayed against `references` (`reference_rows` of the
     same prompts and config; computed here when None). `fmt` renders the prompts (few-shot
     exemplars of a base target) and gives the stop strings.
