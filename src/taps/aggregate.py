@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from taps.metrics import bootstrap_ci
+from taps.metrics import bootstrap_ci, paired_ratio_bootstrap
 
 KEYS = ["target", "backbone", "composition", "benchmark", "temperature"]
 TABLES = ("turns", "cycles", "nodes", "candidates")
@@ -71,13 +71,10 @@ def read_evaluation(directory: str) -> Evaluation:
     return Evaluation(**frames, spec=config["composition"], depth=config["tree"]["depth"] + 1)
 
 
-def _ratio_diff_ci(a_num, a_den, b_num, b_den, seed: int, n_boot: int = 2000) -> tuple[float, float, float]:
-    """sum(a_num)/sum(a_den) - sum(b_num)/sum(b_den), turns resampled together: (value, low, high)."""
-    arrays = [np.asarray(x, dtype=float) for x in (a_num, a_den, b_num, b_den)]
-    value = arrays[0].sum() / arrays[1].sum() - arrays[2].sum() / arrays[3].sum()
-    idx = np.random.default_rng(seed).integers(0, arrays[0].size, size=(n_boot, arrays[0].size))
-    boot = arrays[0][idx].sum(1) / arrays[1][idx].sum(1) - arrays[2][idx].sum(1) / arrays[3][idx].sum(1)
-    return float(value), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+def _ratio_diff_ci(a_num, a_den, b_num, b_den, seed: int) -> tuple[float, float, float]:
+    """sum(a_num)/sum(a_den) - sum(b_num)/sum(b_den) with its 95% CI, turns resampled together (paired)."""
+    return paired_ratio_bootstrap({"a": list(a_num), "b": list(b_num)}, {"a": list(a_den), "b": list(b_den)},
+                                  {"a": 0, "b": 0}, lambda r: r["a"] - r["b"], seed=seed)
 
 
 def acceptance_by_depth(accepted: pd.Series, depth: int) -> dict[str, float]:

@@ -82,6 +82,22 @@ BUILTIN = {
     "svamp": Benchmark("svamp", "svamp.jsonl", prompt_fields=("Body", "Question"), id_field="ID"),
 }
 
+# How results name the paper's benchmarks, in the paper's column order, and each one's domain (the
+# drafter trained for it): shared by tables, figures and findings.
+DISPLAY_NAMES = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}
+DOMAINS = {"mt_bench": "chat", "gsm8k": "math", "math500": "math", "svamp": "math"}
+
+
+def display_name(benchmark: str) -> str:
+    return DISPLAY_NAMES.get(benchmark, benchmark)
+
+
+def column_order(names) -> list[str]:
+    """The paper's benchmarks among `names` in the paper's order, then the others as they first appear."""
+    seen = list(dict.fromkeys(names))
+    return [b for b in DISPLAY_NAMES if b in seen] + [b for b in seen if b not in DISPLAY_NAMES]
+
+
 SPEC_KEYS = tuple(f.name for f in fields(Benchmark) if f.name != "name")  # keys a config spec may set
 
 

@@ -19,23 +19,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-BENCHMARKS = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}
-DOMAINS = {"mt_bench": "chat", "gsm8k": "math", "math500": "math", "svamp": "math"}  # matched drafter
+from taps.benchmarks import DOMAINS, column_order, display_name
+
 MARKERS = {"mt_bench": "o", "gsm8k": "s", "math500": "^", "svamp": "D"}
 PANEL = ["target", "backbone"]  # one panel per (target, backbone)
 TAU_COLS = PANEL + ["composition", "benchmark", "temperature", "tau", "tau_low", "tau_high"]
 ORACLE_COLS = ["target", "backbone", "benchmark", "signal", "cycles", "agree", "low", "high"]
 DEPTH_KEYS = ["target", "backbone", "composition", "benchmark", "temperature", "drafter_name", "depth"]
-
-
-def display(benchmark: str) -> str:
-    return BENCHMARKS.get(benchmark, benchmark)
-
-
-def benchmark_order(names) -> list[str]:
-    """The paper's column order (MT-Bench, GSM8K, MATH-500, SVAMP), then others as they appear."""
-    seen = list(dict.fromkeys(names))
-    return [b for b in BENCHMARKS if b in seen] + [b for b in seen if b not in BENCHMARKS]
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -100,7 +90,7 @@ def tau_figure(E: pd.DataFrame, temperature: float = 0.0) -> Figure:
     colors, panels = _colors(comps), list(E.groupby(PANEL, sort=False))
     fig, axes = _grid(len(panels), 1, width=min(14.0, max(4.5, 0.3 * len(comps) * E.benchmark.nunique())))
     for ax, (key, frame) in zip(axes[:, 0], panels):
-        benches = benchmark_order(frame.benchmark)
+        benches = column_order(frame.benchmark)
         present = [c for c in comps if c in set(frame.composition)]
         width = 0.8 / len(present)
         for i, comp in enumerate(present):
@@ -108,7 +98,7 @@ def tau_figure(E: pd.DataFrame, temperature: float = 0.0) -> Figure:
             x = np.arange(len(benches)) - 0.4 + width * (i + 0.5)
             ax.bar(x, rows.tau.to_numpy(float), width, yerr=_err(rows, "tau", "tau_low", "tau_high"),
                    color=colors[comp], label=comp, capsize=2, error_kw={"elinewidth": 0.8})
-        ax.set_xticks(range(len(benches)), [display(b) for b in benches])
+        ax.set_xticks(range(len(benches)), [display_name(b) for b in benches])
         ax.set(ylabel="acceptance length τ", title=f"{_title(key, E)}, T={temperature:g}")
     _legend(fig, axes)
     return fig
@@ -169,7 +159,7 @@ def routing_oracle_figure(R: pd.DataFrame) -> Figure:
     panels = list(oracle.groupby(PANEL, sort=False))
     fig, axes = _grid(1, len(panels))
     for ax, (key, frame) in zip(axes[0], panels):
-        benches = benchmark_order(frame.benchmark)
+        benches = column_order(frame.benchmark)
         x = np.arange(len(benches))
         for i, (signal, color) in enumerate((("confidence", "tab:blue"), ("entropy", "tab:orange"))):
             rows = frame[frame.signal == signal].set_index("benchmark").reindex(benches)
@@ -181,7 +171,7 @@ def routing_oracle_figure(R: pd.DataFrame) -> Figure:
                       label="always the matched drafter")
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         cycles = frame[frame.signal == "confidence"].set_index("benchmark").cycles.reindex(benches)
-        ax.set_xticks(x, [f"{display(b)}\nn={c:g}" for b, c in zip(benches, cycles)])
+        ax.set_xticks(x, [f"{display_name(b)}\nn={c:g}" for b, c in zip(benches, cycles)])
         ax.set(ylim=(0, 1.05), ylabel="picks the longer tree", title=_title(key, oracle))
     _legend(fig, axes)
     return fig
@@ -209,7 +199,7 @@ def depth_figure(D: pd.DataFrame, temperature: float = 0.0) -> Figure:
         return _note(f"no single-drafter depth counts at T={temperature:g}")
     order = {c: i for i, c in enumerate(dict.fromkeys(D.composition))}  # D's composition order
     rates = rates.sort_values(["composition", "depth"], key=lambda s: s.map(order) if s.name == "composition" else s)
-    colors, benches = _colors(list(dict.fromkeys(rates.drafter_name))), benchmark_order(rates.benchmark)
+    colors, benches = _colors(list(dict.fromkeys(rates.drafter_name))), column_order(rates.benchmark)
     panels = list(rates.groupby(PANEL, sort=False))
     fig, axes = _grid(len(panels), len(benches), width=3.6, height=3.0)
     for row, (key, frame) in zip(axes, panels):
@@ -219,7 +209,7 @@ def depth_figure(D: pd.DataFrame, temperature: float = 0.0) -> Figure:
                 ax.plot(line.depth, line.rate, marker="o", color=colors[name], label=name)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set(ylim=(0, 1.05), xlabel="speculative depth", ylabel="acceptance rate",
-                   title=f"{_title(key, rates)} · {display(bench)}")
+                   title=f"{_title(key, rates)} · {display_name(bench)}")
     _legend(fig, axes)
     return fig
 
@@ -251,8 +241,8 @@ def temperature_figure(E: pd.DataFrame) -> Figure:
         ax.plot(lims, lims, ls="--", color="grey", lw=0.8)
         ax.set(xlabel=f"τ at T={cold:g}", ylabel=f"τ at T={hot:g}", title=_title(key, pairs))
     handles = {c: Line2D([], [], color=colors[c], marker="o", ls="") for c in comps}
-    handles |= {display(b): Line2D([], [], color="black", marker=MARKERS.get(b, "v"), ls="")
-                for b in benchmark_order(pairs.benchmark)}
+    handles |= {display_name(b): Line2D([], [], color="black", marker=MARKERS.get(b, "v"), ls="")
+                for b in column_order(pairs.benchmark)}
     _legend(fig, axes, handles)
     return fig
 

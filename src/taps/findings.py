@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from taps.benchmarks import DOMAINS, display_name
 from taps.metrics import paired_ratio_bootstrap
 
 SETTING = ["target", "backbone", "temperature"]
 COMPARISON_COLUMNS = SETTING + ["claim", "comparison", "a", "b", "diff", "low", "high", "verdict"]
 CLAIM_COLUMNS = SETTING + ["claim", "statement", "verdict", "comparisons", "reason", "summary"]
-BENCHMARK_NAMES = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}
 
 Taus = dict  # {(composition, benchmark): tau values, shape [1 + n_boot]}
 Spec = tuple[str, str, str, Callable[[int], tuple[float, float, float]]]  # text, a, b, seed -> (diff, low, high)
@@ -36,8 +36,7 @@ Spec = tuple[str, str, str, Callable[[int], tuple[float, float, float]]]  # text
 class Roles:
     """Which composition plays which part in the claims (names as in config/config.yaml)."""
     experts: dict[str, str] = field(default_factory=lambda: {"math": "math", "chat": "chat"})  # domain -> expert
-    domains: dict[str, str] = field(default_factory=lambda: {  # benchmark -> its domain
-        "mt_bench": "chat", "gsm8k": "math", "math500": "math", "svamp": "math"})
+    domains: dict[str, str] = field(default_factory=lambda: dict(DOMAINS))  # benchmark -> its domain
     mixtures: list[str] = field(default_factory=lambda: ["mixed-160+160", "mixed-320+320"])  # mixed-data drafters
     averaged: str = "averaged"  # weight-averaged experts
     route_confidence: str = "route-confidence"
@@ -123,7 +122,7 @@ def _absent(names) -> str:
 
 
 def _claim_a(s: _Setting) -> list[Spec] | str:
-    specs = [s.beats(f"{m} vs {o} on {BENCHMARK_NAMES.get(b, b)}", m, o, lambda t, c, b=b: t[(c, b)])
+    specs = [s.beats(f"{m} vs {o} on {display_name(b)}", m, o, lambda t, c, b=b: t[(c, b)])
              for b, m, o in s.matched() if (m, b) in s.pairs and (o, b) in s.pairs]
     return specs or "needs both experts on a benchmark of known domain"
 
@@ -185,7 +184,7 @@ def _depth_spec(s: _Setting, bench: str, m: str, o: str) -> Spec | None:
     def advantage_growth(r):
         return (r[(m, k)] - r[(o, k)]) - (r[(m, 1)] - r[(o, 1)])
 
-    return (f"{m} vs {o} on {BENCHMARK_NAMES.get(bench, bench)}: advantage at step {k} minus step 1", m, o,
+    return (f"{m} vs {o} on {display_name(bench)}: advantage at step {k} minus step 1", m, o,
             lambda seed: paired_ratio_bootstrap(num, den, dict.fromkeys(num, bench), advantage_growth,
                                                 n_boot=s.n_boot, seed=seed))
 

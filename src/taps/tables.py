@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-BENCHMARKS = {"mt_bench": "MT-Bench", "gsm8k": "GSM8K", "math500": "MATH-500", "svamp": "SVAMP"}
+from taps.benchmarks import DISPLAY_NAMES
+
+BENCHMARKS = DISPLAY_NAMES
 AVERAGE = "average"  # benchmark name of the Avg. column (also the paper CSV's name for it)
 DISPLAY = {**BENCHMARKS, AVERAGE: "Avg."}
 ROW_KEYS = ["target", "backbone", "temperature", "composition"]
