@@ -24,20 +24,21 @@ import time
 
 import pandas as pd
 import torch
+from transformers import AutoModelForCausalLM
 
 from taps.benchmarks import BUILTIN, build_turn_prompt, load_prompts
 from taps.draft import EagleProposer
 from taps.drafter import Drafter
 from taps.generate import speculative_generate, vanilla_generate
 from taps.prompts import load_format
-from taps.target import load_target
+from taps.target import load_target, resolve_target
 from taps.tree import TreeConfig
 
 
-def hf_generate(target, ids: torch.Tensor, max_new_tokens: int, **options) -> list[int]:
-    """Greedy Hugging Face generate on the target's own model; the new tokens."""
-    out = target.model.generate(ids[None].to(target.model.device), attention_mask=torch.ones_like(ids)[None],
-                                do_sample=False, max_new_tokens=max_new_tokens, **options)
+def hf_generate(model, ids: torch.Tensor, max_new_tokens: int, **options) -> list[int]:
+    """Greedy Hugging Face generate; the new tokens."""
+    out = model.generate(ids[None].to(model.device), attention_mask=torch.ones_like(ids)[None],
+                         do_sample=False, max_new_tokens=max_new_tokens, **options)
     return out[0, ids.numel():].tolist()
 
 
@@ -55,14 +56,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     target = load_target(args.target, device="cpu")
+    path, extra = resolve_target(args.target)  # Hugging Face's own copy: the adapter changes its model's linears
+    stock = AutoModelForCausalLM.from_pretrained(path, dtype=target.dtype, **extra).eval()
     drafter = Drafter.load(args.drafter, target)
     fmt = load_format(target.tokenizer, args.fewshot or None)
     prompts = load_prompts(BUILTIN["gsm8k"], args.data_dir, limit=args.prompts, seed=0)
     n = args.max_new_tokens
     methods = {
-        "HF generate": lambda ids: (hf_generate(target, ids, n), None),
+        "HF generate": lambda ids: (hf_generate(stock, ids, n), None),
         f"HF prompt lookup ({args.lookup_tokens})": lambda ids: (
-            hf_generate(target, ids, n, prompt_lookup_num_tokens=args.lookup_tokens), None),
+            hf_generate(stock, ids, n, prompt_lookup_num_tokens=args.lookup_tokens), None),
         "vanilla loop": lambda ids: (vanilla_generate(target, ids, n).tokens, None),
     }
     for spec in args.trees:

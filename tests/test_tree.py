@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from taps.tree import (DraftTree, TreeConfig, additive_mask, ancestor_mask, children_lists, leaf_paths,
-                       node_depths, position_ids, prune, select_top)
+                       likely_chain, node_depths, position_ids, prune, select_top)
 
 #        0
 #      /   \
@@ -77,6 +77,17 @@ def test_prune_remaps_parents_under_the_root():
     assert tree.parents.tolist() == [-1, 0, 0, 2, 1]
     assert tree.depths.tolist() == [0, 1, 1, 2, 2]
     assert torch.allclose(tree.confidence, torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4]).neg().exp())
+
+
+def test_likely_chain_follows_the_most_probable_child():
+    # PARENTS; node 2 is more probable than node 1, node 4 than node 3 (ties go to the lower index)
+    tree = _candidates(PARENTS.tolist(), [0.0, -0.5, -0.2, -0.9, -0.6, -0.3, -1.0])
+    assert likely_chain(tree, 0, 4) == [0, 2, 5]  # stops at a leaf
+    assert likely_chain(tree, 1, 4) == [1, 4]
+    assert likely_chain(tree, 0, 2) == [0, 2]
+    assert likely_chain(tree, 6, 4) == [6]
+    tied = _candidates([-1, 0, 0], [0.0, -0.5, -0.5])
+    assert likely_chain(tied, 0, 3) == [0, 1]
 
 
 def test_prune_refuses_a_set_missing_an_ancestor():

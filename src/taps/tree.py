@@ -121,6 +121,17 @@ def longest_match(tree: DraftTree, want: Callable[[int, int], int | None]) -> li
     return best
 
 
+def likely_chain(tree: DraftTree, node: int, length: int) -> list[int]:
+    """`node` and its most probable descendants: up to `length` nodes, each the highest-logp child
+    of the one before (the first in index order on a tie). The nodes greedy verification reads
+    after `node` if the drafter is right."""
+    children, logp = children_lists(tree.parents), tree.logp.tolist()
+    chain = [node]
+    while len(chain) < length and children[chain[-1]]:
+        chain.append(max(children[chain[-1]], key=lambda c: logp[c]))
+    return chain
+
+
 def follow(tree: DraftTree, continuation: list[int]) -> list[int]:
     """Node path from the root whose tokens spell the longest prefix of `continuation`.
 
