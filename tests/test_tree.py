@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from taps.tree import (DraftTree, TreeConfig, additive_mask, ancestor_mask, children_lists, leaf_paths,
-                       likely_chain, node_depths, position_ids, prune, select_top)
+                       likely_nodes, node_depths, position_ids, prune, select_top)
 
 #        0
 #      /   \
@@ -79,15 +79,16 @@ def test_prune_remaps_parents_under_the_root():
     assert torch.allclose(tree.confidence, torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4]).neg().exp())
 
 
-def test_likely_chain_follows_the_most_probable_child():
-    # PARENTS; node 2 is more probable than node 1, node 4 than node 3 (ties go to the lower index)
+def test_likely_nodes_are_the_most_probable_of_the_subtree():
+    # PARENTS (0 -> 1, 2; 1 -> 3, 4; 2 -> 5; 3 -> 6); ties go to the lower index
     tree = _candidates(PARENTS.tolist(), [0.0, -0.5, -0.2, -0.9, -0.6, -0.3, -1.0])
-    assert likely_chain(tree, 0, 4) == [0, 2, 5]  # stops at a leaf
-    assert likely_chain(tree, 1, 4) == [1, 4]
-    assert likely_chain(tree, 0, 2) == [0, 2]
-    assert likely_chain(tree, 6, 4) == [6]
+    assert likely_nodes(tree, 0, 4) == [0, 1, 2, 5]
+    assert likely_nodes(tree, 0, 2) == [0, 2]
+    assert likely_nodes(tree, 1, 3) == [1, 3, 4]
+    assert likely_nodes(tree, 1, 10) == [1, 3, 4, 6]
+    assert likely_nodes(tree, 6, 4) == [6]
     tied = _candidates([-1, 0, 0], [0.0, -0.5, -0.5])
-    assert likely_chain(tied, 0, 3) == [0, 1]
+    assert likely_nodes(tied, 0, 2) == [0, 1]
 
 
 def test_prune_refuses_a_set_missing_an_ancestor():

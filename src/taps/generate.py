@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from taps.target import TargetModel
-from taps.tree import DraftTree, likely_chain
+from taps.tree import DraftTree, likely_nodes
 from taps.verify import sample_token, verify
 
 
@@ -47,16 +47,18 @@ class Generation:
     stopped: str = ""  # why it ended: "eos", "stop" (a stop string) or "length" (max_new_tokens)
 
 
-HEAD_ROWS = 4  # target head rows computed per call during verification (NodeLogits)
+HEAD_ROWS = 8  # target head rows computed per call during verification (NodeLogits)
 
 
 class NodeLogits:
     """Target logits of tree nodes, computed only for the rows verification reads (node i -> [V]).
 
-    The 262k-row head costs about as much for 4 rows as for 1 on this CPU (it is bound by reading
-    its weights: `taps.linear`), and ~4x as much for 16. Verification reads one row per accepted
-    depth, so a missing row is computed together with the rows most likely read next: the node's
-    most probable descendants under the drafter (`taps.tree.likely_chain`), `HEAD_ROWS` at once.
+    The 262k-row head is bound by reading its weights: on this CPU 1 row costs 13 ms, 8 rows ~15,
+    16 rows 19 and 60 rows 61 (`taps.linear`, `benchmarks/cost_curve.py`). Verification reads one
+    row per accepted depth, so a missing row is computed together with the rows most likely read
+    next: the node's most probable descendants under the drafter (`taps.tree.likely_nodes`),
+    `HEAD_ROWS` at a time. On GSM8K with the math drafter that is 1.3 head calls per pass at tree
+    16/4/4 and 1.5 at 60/5/10, against 2.8 and 3.4 computing one row at a time.
     """
 
     def __init__(self, target: TargetModel, features: Tensor, tree: DraftTree):
@@ -64,7 +66,7 @@ class NodeLogits:
 
     def __getitem__(self, i: int) -> Tensor:
         if i not in self.rows:
-            nodes = [n for n in likely_chain(self.tree, i, HEAD_ROWS) if n not in self.rows]
+            nodes = [n for n in likely_nodes(self.tree, i, HEAD_ROWS) if n not in self.rows]
             for n, row in zip(nodes, self.target.logits(self.features[nodes])):
                 self.rows[n] = row
         return self.rows[i]

@@ -121,15 +121,16 @@ def longest_match(tree: DraftTree, want: Callable[[int, int], int | None]) -> li
     return best
 
 
-def likely_chain(tree: DraftTree, node: int, length: int) -> list[int]:
-    """`node` and its most probable descendants: up to `length` nodes, each the highest-logp child
-    of the one before (the first in index order on a tie). The nodes greedy verification reads
-    after `node` if the drafter is right."""
-    children, logp = children_lists(tree.parents), tree.logp.tolist()
-    chain = [node]
-    while len(chain) < length and children[chain[-1]]:
-        chain.append(max(children[chain[-1]], key=lambda c: logp[c]))
-    return chain
+def likely_nodes(tree: DraftTree, node: int, n: int) -> list[int]:
+    """`node` and its n - 1 most probable descendants (highest cumulative draft log-prob, ties to
+    the lower index), in index order: the rows greedy verification most likely reads next. As a
+    child's log-prob never exceeds its parent's, every chosen node's path from `node` is chosen."""
+    children, subtree = children_lists(tree.parents), [node]
+    for i in subtree:
+        subtree += children[i]
+    subtree.sort()
+    keep = select_top(tree.logp[subtree], n).tolist()
+    return [subtree[i] for i in keep]
 
 
 def follow(tree: DraftTree, continuation: list[int]) -> list[int]:
