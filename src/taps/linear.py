@@ -12,7 +12,8 @@ A row's result does not depend on which other rows share the call (a test checks
 tree node's features are bit for bit those of the same token decoded alone in the linear layers.
 
 `linear` is the function. The packed copy of a weight is made on first use and kept while the
-weight lives and is not modified (a training step or a load makes a new one). `speed_up_linears`
+weight lives and is not modified (a training step or a load makes a new one); the copies double
+the memory the weights take. `speed_up_linears`
 turns a module's `nn.Linear` layers into `FastLinear`, the same layer computing through `linear`
 (same weights, same state dict). Anything else falls back to `F.linear` unchanged: other devices,
 dtypes other than fp32, and any call autograd records.
