@@ -53,8 +53,8 @@ HEAD_ROWS = 8  # target head rows computed per call during verification (NodeLog
 class NodeLogits:
     """Target logits of tree nodes, computed only for the rows verification reads (node i -> [V]).
 
-    The 262k-row head is bound by reading its weights: on this CPU 1 row costs 13 ms, 8 rows ~15,
-    16 rows 19 and 60 rows 61 (`taps.linear`, `benchmarks/cost_curve.py`). Verification reads one
+    The 262k-row head is bound by reading its weights: on this CPU 1 row costs 14 ms, 8 rows 15,
+    16 rows 18 and 60 rows 58 (`taps.linear`, `benchmarks/cost_curve.py`). Verification reads one
     row per accepted depth, so a missing row is computed together with the rows most likely read
     next: the node's most probable descendants under the drafter (`taps.tree.likely_nodes`),
     `HEAD_ROWS` at a time. On GSM8K with the math drafter that is 1.3 head calls per pass at tree
