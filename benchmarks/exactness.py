@@ -22,15 +22,15 @@ import argparse
 import os
 
 import torch
-from transformers import AutoModelForCausalLM
 
 from taps.benchmarks import BUILTIN, build_turn_prompt, load_prompts
 from taps.compose import COMPOSITIONS, compose, proposers_for
 from taps.drafter import Drafter
 from taps.generate import speculative_generate, vanilla_generate
 from taps.prompts import load_format
-from taps.target import load_target, resolve_target
+from taps.target import load_target
 from taps.tree import TreeConfig
+from vs_hf import hf_generate, stock_model  # benchmarks/, beside this script
 
 FEWSHOT = {"gsm8k": "gsm8k_train", "math500": "gsm8k_train", "svamp": "gsm8k_train", "mt_bench": "sharegpt"}
 
@@ -53,13 +53,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     target = load_target(args.target, device="cpu")
-    path, extra = resolve_target(args.target)
-    stock = AutoModelForCausalLM.from_pretrained(path, dtype=target.dtype, **extra).eval()
+    stock = stock_model(args.target, target.dtype)
     drafters = [Drafter.load(d, target) for d in args.drafters]
     tree = TreeConfig(*map(int, args.tree.split(",")))
     engines = {f"drafter {os.path.basename(os.path.dirname(d.rstrip('/')))}": ("single", [i])
                for i, d in enumerate(args.drafters)}
-    engines.update({name: (name, list(range(len(drafters)))) for name in COMPOSITIONS if name != "single"})
+    if len(drafters) > 1:  # the other compositions combine several drafters
+        engines.update({name: (name, list(range(len(drafters)))) for name in COMPOSITIONS if name != "single"})
     n = args.max_new_tokens
     for benchmark in args.benchmarks:
         fewshot = os.path.join(args.prompts_dir, f"{FEWSHOT[benchmark]}.json") if args.prompts_dir else None
@@ -77,8 +77,7 @@ def main() -> None:
                 if tokens != vanilla:
                     print(f"  KEYSTONE BROKEN: {benchmark} {prompt.id} {name}")
             with torch.no_grad():
-                hf = stock.generate(ids[None], attention_mask=torch.ones_like(ids)[None], do_sample=False,
-                                    max_new_tokens=n)[0, ids.numel():].tolist()
+                hf = hf_generate(stock, ids, n)
                 hf_same += hf == vanilla
                 if hf != vanilla:
                     k = next((i for i, (a, b) in enumerate(zip(hf, vanilla)) if a != b), min(len(hf), len(vanilla)))

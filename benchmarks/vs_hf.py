@@ -35,6 +35,12 @@ from taps.target import load_target, resolve_target
 from taps.tree import TreeConfig
 
 
+def stock_model(name: str, dtype: torch.dtype):
+    """Hugging Face's own copy of a target, unmodified (the adapter turns its model's linears into taps.linear's)."""
+    path, extra = resolve_target(name)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra).eval()
+
+
 def hf_generate(model, ids: torch.Tensor, max_new_tokens: int, **options) -> list[int]:
     """Greedy Hugging Face generate; the new tokens."""
     out = model.generate(ids[None].to(model.device), attention_mask=torch.ones_like(ids)[None],
@@ -56,8 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     target = load_target(args.target, device="cpu")
-    path, extra = resolve_target(args.target)  # Hugging Face's own copy: the adapter changes its model's linears
-    stock = AutoModelForCausalLM.from_pretrained(path, dtype=target.dtype, **extra).eval()
+    stock = stock_model(args.target, target.dtype)
     drafter = Drafter.load(args.drafter, target)
     fmt = load_format(target.tokenizer, args.fewshot or None)
     prompts = load_prompts(BUILTIN["gsm8k"], args.data_dir, limit=args.prompts, seed=0)
