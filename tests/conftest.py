@@ -14,7 +14,7 @@ from taps import Drafter, DrafterConfig, TargetModel
 
 
 def tiny_target(vocab: int = 64, seed: int = 0, residual: float = 0.1, head_scale: float = 1.0,
-                hidden: int = 64) -> TargetModel:
+                hidden: int = 64, dtype: torch.dtype = torch.float32) -> TargetModel:
     cfg = LlamaConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       intermediate_size=2 * hidden, vocab_size=vocab, max_position_embeddings=1024,
                       initializer_range=0.1, tie_word_embeddings=False,
@@ -26,7 +26,7 @@ def tiny_target(vocab: int = 64, seed: int = 0, residual: float = 0.1, head_scal
             layer.self_attn.o_proj.weight.mul_(residual)
             layer.mlp.down_proj.weight.mul_(residual)
         model.lm_head.weight.mul_(head_scale)
-    return TargetModel(model, name=f"tiny-llama-{seed}")
+    return TargetModel(model.to(dtype), name=f"tiny-llama-{seed}")
 
 
 def echo_drafter(target: TargetModel, config: DrafterConfig = DrafterConfig(), d2t=None) -> Drafter:

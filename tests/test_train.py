@@ -402,3 +402,33 @@ def test_features_may_be_an_object_read_like_feature_shards(target, features, tm
     train_drafter(target, FeatureShards(features, target.fingerprint()), str(tmp_path / "object"), config,
                   progress=False)
     assert _same_weights(tmp_path / "path", tmp_path / "object")
+
+
+# --- mixed precision -------------------------------------------------------------------------
+def test_over_a_bf16_target_master_weights_stay_fp32_and_small_steps_change_them(tmp_path):
+    target = tiny_target(dtype=torch.bfloat16)
+    shards = FeatureShards(write_features(target, tmp_path / "features"))
+    config = TrainConfig(**{**FAST, "lr": 1e-6, "warmup_steps": 0, "val_fraction": 0})
+    drafter = build_drafter(target, shards, config)
+    optimizer = torch.optim.AdamW(drafter.parameters(), lr=config.lr)
+    before = {k: v.clone() for k, v in drafter.named_parameters()}
+    train_mod.train_step(drafter, optimizer, shards, plan_batches(shards.lengths, config), 0, config)
+    for name, param in drafter.named_parameters():
+        assert param.dtype == torch.float32 and param.grad.dtype == torch.float32, name
+        assert all(s.dtype == torch.float32 for s in optimizer.state[param].values() if s.ndim), name
+    weight, old = drafter.fc.weight.detach(), before["fc.weight"]
+    assert (weight != old).float().mean() > 0.9  # an lr-1e-6 AdamW step moves (nearly) every weight...
+    assert (weight.bfloat16() == old.bfloat16()).float().mean() > 0.9  # ...by less than bf16 weights could hold
+
+
+def test_a_bf16_target_trains_end_to_end_and_the_drafter_is_saved_in_the_checkpoint_dtype(tmp_path):
+    target = tiny_target(dtype=torch.bfloat16)
+    features = write_features(target, tmp_path / "features")
+    config = TrainConfig(**{**FAST, "epochs": 2, "val_fraction": 0, "checkpoint_dtype": "bfloat16"})
+    metrics = train_drafter(target, features, str(tmp_path / "run"), config, progress=False)
+    assert metrics.loss.notna().all()
+    saved = load_file(str(tmp_path / "run" / "drafter" / "drafter.safetensors"))
+    state = load_file(next((tmp_path / "run" / "state").glob("step-*")) / "drafter.safetensors")
+    assert saved["fc.weight"].dtype == torch.bfloat16 and state["fc.weight"].dtype == torch.float32
+    assert torch.equal(saved["fc.weight"], state["fc.weight"].bfloat16())  # no validation: the last weights
+    assert Drafter.load(str(tmp_path / "run" / "drafter"), target).fc.weight.dtype == torch.bfloat16

@@ -168,15 +168,16 @@ def prune_best(out_dir: str, best: dict | None) -> None:
 
 
 def save_final(out_dir: str, drafter: Drafter, config: Any, best: dict | None) -> None:
-    """The kept drafter in out_dir/drafter, with the resolved TrainConfig beside it.
+    """The kept drafter in out_dir/drafter (weights in config.checkpoint_dtype), with the resolved TrainConfig beside it.
 
     With validation (`best`, a validation row) it is the best epoch's, and selection.json names
     it; without, the last weights.
     """
     directory = os.path.join(out_dir, "drafter")
     if best is not None:
-        drafter.load_state_dict(Drafter.load(_best_dir(out_dir, best["epoch"]), drafter.target).state_dict())
-    drafter.save(directory)
+        drafter.load_state_dict(Drafter.load(_best_dir(out_dir, best["epoch"]), drafter.target,
+                                               dtype=drafter.fc.weight.dtype).state_dict())
+    drafter.save(directory, getattr(torch, config.checkpoint_dtype))
     _write_json(os.path.join(directory, "train_config.json"), asdict(config))
     if best is not None:
         _write_json(os.path.join(directory, "selection.json"), selection(best, config.select_by))

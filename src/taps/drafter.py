@@ -11,6 +11,11 @@ Optionally the drafter scores a reduced draft vocabulary — the N most frequent
 
 A checkpoint is a directory: `drafter.safetensors` (fc, the layer, d2t) and `drafter.json`
 (the config, the layer's config, and the target's fingerprint, checked on load).
+
+Precision. For decoding the drafter takes the target's dtype. Training builds it with fp32
+parameters (master weights, and so fp32 AdamW state) over a target that may be bf16, and runs
+its forward under autocast to the target's dtype (`taps.train`); a checkpoint may be written in
+another dtype than the parameters' (`save(dtype=...)`) and loads into whatever the drafter holds.
 """
 
 from __future__ import annotations
@@ -62,7 +67,9 @@ def layer_config(target: TargetModel):
 class Drafter(nn.Module):
     """fc + one decoder layer; the target's embeddings and head are borrowed, never stored."""
 
-    def __init__(self, target: TargetModel, config: DrafterConfig = DrafterConfig(), d2t: Tensor | None = None):
+    def __init__(self, target: TargetModel, config: DrafterConfig = DrafterConfig(), d2t: Tensor | None = None,
+                 dtype: torch.dtype | None = None):
+        """dtype: of the drafter's own parameters; None: the target's (decoding). Training passes fp32."""
         super().__init__()
         self.config = config
         self.target = target  # a plain object, not a submodule: its weights stay the target's
@@ -84,7 +91,7 @@ class Drafter(nn.Module):
         if d2t.min() < 0 or d2t.max() >= target.vocab_size:
             raise ValueError(f"d2t holds ids outside the target vocabulary [0, {target.vocab_size})")
         self.register_buffer("d2t", d2t.long())
-        self.to(device=target.device, dtype=target.dtype)
+        self.to(device=target.device, dtype=dtype or target.dtype)
         speed_up_linears(self)  # a faster product for decoding's few rows on the CPU (taps.linear)
         # the head rows of the draft vocabulary, gathered once (d2t is fixed at construction)
         self.head = None if config.draft_vocab_size is None else target.head(self.d2t)
@@ -106,10 +113,14 @@ class Drafter(nn.Module):
         return self.target.logits(hidden, self.head)
 
     # --- checkpoints ----------------------------------------------------------------------
-    def save(self, directory: str) -> None:
-        """Write the checkpoint atomically: weights and metadata appear together or not at all."""
+    def save(self, directory: str, dtype: torch.dtype | None = None) -> None:
+        """Write the checkpoint atomically: weights and metadata appear together or not at all.
+
+        dtype: of the saved floating-point weights; None: the parameters' own.
+        """
         os.makedirs(directory, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+                   for k, v in self.state_dict().items()}
         meta = {"config": asdict(self.config), "target": asdict(self.fingerprint),
                 "layer_config": self.layer.config.to_dict()}
         for name, write in ((WEIGHTS, lambda p: save_file(tensors, p)),
@@ -119,8 +130,9 @@ class Drafter(nn.Module):
             os.replace(tmp, os.path.join(directory, name))
 
     @classmethod
-    def load(cls, directory: str, target: TargetModel) -> "Drafter":
-        """Load a checkpoint for `target`; a drafter made for another target is refused."""
+    def load(cls, directory: str, target: TargetModel, dtype: torch.dtype | None = None) -> "Drafter":
+        """Load a checkpoint for `target` (parameters in `dtype`, None: the target's); a drafter made for
+        another target is refused."""
         meta_path, weights_path = os.path.join(directory, META), os.path.join(directory, WEIGHTS)
         for path in (meta_path, weights_path):
             if not os.path.isfile(path):
@@ -138,7 +150,7 @@ class Drafter(nn.Module):
             tensors = load_file(weights_path)
         except (SafetensorError, OSError) as err:
             raise ValueError(f"drafter weights {weights_path!r} are corrupt or truncated: {err}") from err
-        drafter = cls(target, config, d2t=tensors.get("d2t"))
+        drafter = cls(target, config, d2t=tensors.get("d2t"), dtype=dtype)
         missing, unexpected = drafter.load_state_dict(tensors, strict=False)
         if missing or unexpected:
             raise ValueError(f"drafter weights {weights_path!r} do not fit the architecture: "

@@ -56,6 +56,13 @@ true tokens, so top1_step{j} estimates acceptance at depth j given that the j - 
 before it were right: a cheap proxy for acceptance length. The best epoch's weights (by
 select_by) are kept in best/epoch-XXXX and become drafter/ at the end.
 
+Precision. The drafter's parameters, gradients and AdamW state are fp32 whatever the target's
+dtype (master weights): at lr 3e-5 most updates are below half a bf16 ulp of the weight they
+change, so bf16 weights would round them away. Over a half-precision target (bf16 on a GPU) the
+forward and the losses run under autocast to the target's dtype (`autocast`); the frozen target
+stays in its dtype. `checkpoint_dtype` sets the dtype of the finished drafter's weights; the
+resumable state and best/ keep fp32, so resume stays exact.
+
 Resume. The split depends only on (seed, number of sequences), the data order only on
 (seed, epoch) and the noise only on (seed, step); the weights, optimizer, RNG states and
 validation rows travel in the saved state (`taps.checkpoint`, which also keeps the best epoch).
@@ -65,6 +72,7 @@ selected drafter as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -94,6 +102,7 @@ VAL_STEPS = 3  # unroll steps whose agreements validation reports
 AGREEMENTS = tuple(f"top{k}_step{j}" for j in range(1, VAL_STEPS + 1) for k in (1, 3))  # higher is better
 SELECT_BY = ("loss", *AGREEMENTS)  # loss: lower is better
 BUCKET = 256  # sequences sorted by length together when forming batches (less padding)
+CHECKPOINT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,7 @@ class TrainConfig:
     seed: int = 0  # seeds the drafter's init, the split, the data order and the noise
     draft_vocab_size: int | None = None  # must equal the shards' d2t size; None: take it from them
     warm_start: str | None = None  # drafter checkpoint directory to start from (e.g. EAGLE-2 for HASS)
+    checkpoint_dtype: str = "float32"  # dtype of the finished drafter/ weights: float32, bfloat16 or float16
 
     def __post_init__(self) -> None:
         checks = [
@@ -147,6 +157,8 @@ class TrainConfig:
             (self.hass_steps >= 1, f"hass_steps must be >= 1, got {self.hass_steps}"),
             (self.save_every >= 1, f"save_every must be >= 1, got {self.save_every}"),
             (self.draft_vocab_size is None or self.draft_vocab_size >= 1, "draft_vocab_size must be >= 1 or None"),
+            (self.checkpoint_dtype in CHECKPOINT_DTYPES,
+             f"checkpoint_dtype must be one of {sorted(CHECKPOINT_DTYPES)}, got {self.checkpoint_dtype!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -302,6 +314,14 @@ def learning_rate(step: int, total: int, config: TrainConfig) -> float:
     return config.lr * (1 - progress)
 
 
+def autocast(drafter: Drafter) -> contextlib.AbstractContextManager:
+    """Autocast to the target's dtype when it is below fp32 (the drafter's parameters stay fp32); else nothing."""
+    dtype = drafter.target.dtype
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(drafter.target.device.type, dtype=dtype)
+
+
 # --- losses ----------------------------------------------------------------------------------
 def distill_terms(q_logits: Tensor, p_logits: Tensor, topk: int) -> tuple[Tensor, Tensor, Tensor]:
     """Draft and target logits [R, V] over the same (possibly reduced) vocabulary -> per row [R]:
@@ -404,7 +424,9 @@ def validate(drafter: Drafter, shards: Features, val_ids: Sequence[int], config:
     try:
         for seqs in _cut([i for i in val_ids if rows[i] >= 1], rows, config):
             batch = make_batch(shards, seqs, config.max_length, drafter.d2t.device, drafter.fc.weight.dtype)
-            for key, value in validation_sums(drafter, batch, config).items():
+            with autocast(drafter):
+                batch_sums = validation_sums(drafter, batch, config)
+            for key, value in batch_sums.items():
                 sums[key] = sums.get(key, 0) + value
     finally:
         drafter.train()
@@ -421,9 +443,9 @@ def build_drafter(target: TargetModel, shards: Features, config: TrainConfig) ->
                          f"vocab.safetensors maps {d2t.numel()} draft ids")
     full = d2t.numel() == target.vocab_size and torch.equal(d2t, torch.arange(target.vocab_size))
     dconfig = DrafterConfig(backbone=config.backbone, draft_vocab_size=None if full else d2t.numel(), seed=config.seed)
-    drafter = Drafter(target, dconfig, None if full else d2t)
+    drafter = Drafter(target, dconfig, None if full else d2t, dtype=torch.float32)  # fp32 master weights
     if config.warm_start:
-        start = Drafter.load(config.warm_start, target)
+        start = Drafter.load(config.warm_start, target, dtype=torch.float32)
         if not torch.equal(start.d2t.cpu(), drafter.d2t.cpu()):
             raise ValueError(f"warm_start {config.warm_start!r} has another draft vocabulary (d2t) than the features")
         drafter.load_state_dict(start.state_dict())
@@ -436,8 +458,8 @@ def train_drafter(target: TargetModel, features: str | os.PathLike | Features, o
     """Train (or resume training) a drafter; returns the per-step metrics (also in metrics.parquet).
 
     features: a feature directory (checked against the target) or an object read like
-    `FeatureShards`, used as is. Trains in the target's dtype: load the target in float32 for
-    training. Stops early after `max_steps` optimizer steps in all (a checkpoint is saved
+    `FeatureShards`, used as is. The drafter trains in fp32 over a target of any dtype (module
+    docstring, Precision). Stops early after `max_steps` optimizer steps in all (a checkpoint is saved
     there); a later call resumes. Validation rows go to val_metrics.parquet; the finished
     drafter (the best epoch's weights; the last ones without validation) goes to out_dir/drafter
     with train_config.json (and selection.json) beside it.
@@ -478,7 +500,8 @@ def train_step(drafter: Drafter, optimizer: torch.optim.Optimizer, shards: Featu
     lr = learning_rate(step, len(plan), config)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss, metrics = batch_loss(drafter, batch, config, step)
+    with autocast(drafter):
+        loss, metrics = batch_loss(drafter, batch, config, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.grad_clip > 0:
