@@ -271,10 +271,10 @@ def test_killed_after_any_step_and_resumed_run_ends_identical(target, features, 
     for kill in range(1, len(whole)):
         out = tmp_path / f"killed-{kill}"
 
-        def dies(drafter, optimizer, shards, plan, step, cfg):
+        def dies(drafter, optimizer, shards, plan, step, cfg, parts):
             if step == kill:
                 raise KeyboardInterrupt  # killed after `kill` steps, kill % 4 of them after the last checkpoint
-            return real_step(drafter, optimizer, shards, plan, step, cfg)
+            return real_step(drafter, optimizer, shards, plan, step, cfg, parts)
 
         monkeypatch.setattr(train_mod, "train_step", dies)
         with pytest.raises(KeyboardInterrupt):

@@ -1,10 +1,11 @@
 """Feature extraction: the target's last hidden state for every training token, in shards.
 
 EAGLE drafters learn from the target's last hidden state (the lm_head's input). It is computed
-once here, one sequence at a time, and streamed into sharded safetensors
-files: whole sequences collect in an in-memory buffer, and the buffer is written out as a
-shard before it would pass `shard_tokens`, so memory stays at one shard however large the data
-(a sequence never straddles two shards). The reduced draft vocabulary is chosen here too, from
+once here, several sequences per forward (right-padded batches of at most `batch_tokens`
+padded tokens), and streamed into sharded safetensors files: whole sequences are copied into a
+buffer of `shard_tokens` rows allocated once, and the buffer is written out as a shard before it
+would overflow, so host memory stays at one shard however large the data (a sequence never
+straddles two shards; one longer than a shard is written alone). The reduced draft vocabulary is chosen here too, from
 token frequencies counted in the same pass, and saved beside the features.
 
 An output directory holds (written atomically: built in a hidden sibling, then renamed):
@@ -21,12 +22,18 @@ tokens the drafter is trained to predict and, at inference, proposes (EAGLE-3 co
 `FeatureShards` reads the directory back for training, one shard in memory at a time.
 
 Few-shot context. A row may start with `context` tokens of few-shot exemplars shared by the
-source's rows (`taps.prompts`, `taps.answers`). They are run through the target once — between
-rows the KV cache is cropped back to the prefix both share — and not stored: a stored sequence
-starts after them, its features computed with them in view. meta.json keeps each stored
+source's rows (`taps.prompts`, `taps.answers`). They are run through the target once
+(`ContextCache`: the next context reuses what it shares with the last one) and not stored: the
+rows of one context run as a batch on top of its cache, and a stored sequence starts after it,
+its features computed with it in view. meta.json keeps each stored
 sequence's source and `order`; `FeatureMixture` builds a training mixture from per-source
 directories by order (a mixture of c conversations of a source takes order < c), so sources are
 extracted once and shared by every mixture.
+
+Online features. At paper scale the features of one pass (~250M tokens x 4096 x bf16, ~2 TB)
+do not fit on disk. `OnlineFeatures` reads the same training rows and mixtures from the data
+Parquets instead and has the frozen target compute a batch's features when training asks for
+them (`context_features`, as extraction does), with nothing written.
 """
 
 from __future__ import annotations
@@ -107,48 +114,98 @@ def read_rows(data_path: str | Path, limit: int | None = None, batch_rows: int =
 
 
 class ShardWriter:
-    """Whole sequences buffered in memory, written as a shard before the buffer passes `shard_tokens`.
+    """Whole sequences copied into a buffer of `shard_tokens` rows, written as a shard before it overflows.
 
-    The buffer never holds more than max(shard_tokens, longest sequence) tokens: a sequence
-    longer than `shard_tokens` gets a shard of its own rather than being split.
+    The hidden-state buffer [shard_tokens, H] is allocated once, on first use, and written out
+    from a view: host memory holds one shard, never a second copy of it. A sequence longer than
+    `shard_tokens` gets a shard of its own (written from its own tensor) rather than being split.
     """
 
     def __init__(self, directory: str, shard_tokens: int, dtype: torch.dtype):
         self.directory, self.shard_tokens, self.dtype = directory, shard_tokens, dtype
         self.names: list[str] = []  # shard files written so far
         self.sizes: list[list[int]] = []  # [sequences, tokens] of each written shard
-        self.peak_tokens = 0  # the most tokens ever buffered at once
+        self.peak_tokens = 0  # the most tokens ever held at once
         self._ids: list[Tensor] = []
         self._masks: list[Tensor] = []
-        self._hidden: list[Tensor] = []
+        self._buffer: Tensor | None = None  # [shard_tokens, H] in dtype
         self._tokens = 0
 
     def add(self, input_ids: Tensor, loss_mask: Tensor, hidden: Tensor) -> None:
         """input_ids, loss_mask: [n]; hidden: [n, H] on any device (stored on the CPU in `dtype`)."""
-        if self._tokens and self._tokens + len(input_ids) > self.shard_tokens:
+        n = len(input_ids)
+        if self._tokens and self._tokens + n > self.shard_tokens:
             self.flush()
         self._ids.append(input_ids.to(torch.int32))
         self._masks.append(loss_mask.to(torch.int8))
-        self._hidden.append(hidden.to("cpu", self.dtype))
-        self._tokens += len(input_ids)
-        self.peak_tokens = max(self.peak_tokens, self._tokens)
+        self.peak_tokens = max(self.peak_tokens, self._tokens + n)
+        if n > self.shard_tokens:  # a shard of its own
+            self._write(hidden.to("cpu", self.dtype), n)
+            return
+        if self._buffer is None:
+            self._buffer = torch.empty(self.shard_tokens, hidden.shape[-1], dtype=self.dtype)
+        self._buffer[self._tokens:self._tokens + n] = hidden.to("cpu", self.dtype)
+        self._tokens += n
 
     def flush(self) -> None:
         """Write the buffered sequences as the next shard and empty the buffer."""
-        if not self._ids:
-            return
+        if self._ids:
+            self._write(self._buffer[:self._tokens], self._tokens)
+
+    def _write(self, hidden: Tensor, tokens: int) -> None:
         lengths = torch.tensor([len(ids) for ids in self._ids], dtype=torch.int64)
         tensors = {
             "input_ids": torch.cat(self._ids),  # [T]
             "loss_mask": torch.cat(self._masks),  # [T]
-            "hidden": torch.cat(self._hidden),  # [T, H]
+            "hidden": hidden,  # [T, H]: a view of the buffer's first T rows (contiguous)
             "offsets": torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]),  # [n_seq + 1]
         }
         name = SHARD_NAME.format(len(self.names))
         save_file(tensors, os.path.join(self.directory, name))
         self.names.append(name)
-        self.sizes.append([len(self._ids), self._tokens])
-        self._ids, self._masks, self._hidden, self._tokens = [], [], [], 0
+        self.sizes.append([len(self._ids), tokens])
+        self._ids, self._masks, self._tokens = [], [], 0
+
+
+class ContextCache:
+    """The KV cache (one sequence) of the last few-shot context run; the next one reuses what it shares."""
+
+    def __init__(self, target: TargetModel):
+        self.target, self.ids, self.cache = target, torch.zeros(0, dtype=torch.int64), target.new_cache()
+        self.computed = 0  # context tokens the target has run
+
+    def get(self, context: Tensor):
+        """The cache of `context` ([c] ids), or None for an empty context."""
+        if not len(context):
+            return None
+        reuse = _shared_prefix(self.ids, context)
+        if reuse == 0:
+            self.cache = self.target.new_cache()
+        elif reuse < self.cache.get_seq_length():
+            self.cache.crop(reuse - self.cache.get_seq_length())  # a negative count drops that many tokens
+        if reuse < len(context):
+            self.target.forward(context[reuse:], chain(len(context) - reuse), self.cache)
+            self.computed += len(context) - reuse
+        self.ids = context
+        return self.cache
+
+
+def context_features(target: TargetModel, rows: list[tuple[Tensor, int]], contexts: ContextCache) -> list[Tensor]:
+    """Features [n_i - context_i, H] of each row's tokens after its few-shot context.
+
+    rows: (ids [n_i], context_i). Rows with the same context run in one padded forward on top
+    of its cache (`TargetModel.forward_batch`); the context itself is computed once (`contexts`).
+    """
+    out: list[Tensor | None] = [None] * len(rows)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ids, context) in enumerate(rows):
+        groups.setdefault(tuple(ids[:context].tolist()), []).append(i)
+    for context, members in groups.items():
+        cache = contexts.get(torch.tensor(context, dtype=torch.int64))
+        hidden = target.forward_batch([rows[i][0][len(context):] for i in members], cache)
+        for i, h in zip(members, hidden):
+            out[i] = h
+    return out
 
 
 def choose_vocab(counts: Tensor, size: int | None) -> Tensor:
@@ -187,46 +244,51 @@ def write_vocab(data_paths: list[str], vocab_size: int, size: int | None, out_pa
 
 
 def _extract_into(target: TargetModel, data_path, writer: ShardWriter, limit: int | None,
-                  vocab_tokens: str, progress: bool) -> dict:
+                  vocab_tokens: str, progress: bool, batch_tokens: int) -> dict:
     """Run every row through the target into `writer`; returns token counts, sources, orders, timing.
 
-    Rows that start with the same few-shot context share its computation: the KV cache keeps
-    the previous row, is cropped to the part of the context both rows share, and only the rest
-    runs. The context's own rows are not stored (training never reads them).
+    Consecutive rows with the same few-shot context form a batch while its padded size (rows x
+    the longest part after the context) stays within `batch_tokens` (a longer row goes alone);
+    the context runs once (`context_features`) and is not stored (training never reads it).
     """
     counts = torch.zeros(target.vocab_size, dtype=torch.int64)
     sources: Counter = Counter()
     orders, names = [], []
     rows = pq.ParquetFile(data_path).metadata.num_rows
     total = rows if limit is None else min(rows, limit)
-    tokens, computed, start = 0, 0, time.perf_counter()
-    cache, previous = target.new_cache(), torch.zeros(0, dtype=torch.int64)
-    with tqdm(total=total, desc="features", unit="seq", disable=not progress) as bar:
-        for row, (ids, mask, source, order, context) in enumerate(read_rows(data_path, limit)):
-            if ids.min() < 0 or ids.max() >= target.vocab_size:
-                raise ValueError(f"training data {data_path}, row {row}: token ids outside the target's vocabulary "
-                                 f"[0, {target.vocab_size}); was it tokenised for another target?")
-            reuse = _shared_prefix(previous, ids[:context])
-            if reuse:
-                cache.crop(reuse - cache.get_seq_length())  # a negative count drops that many tokens
-            else:
-                cache = target.new_cache()
-            with torch.no_grad():
-                hidden = target.forward(ids[reuse:], chain(len(ids) - reuse), cache)  # [n - reuse, H]
-            writer.add(ids[context:], mask[context:], hidden[context - reuse:])
-            previous = ids
-            counted = ids if vocab_tokens == "all" else ids[mask == 1]
+    contexts, batch = ContextCache(target), []
+    done = {"tokens": 0, "computed": 0, "start": time.perf_counter()}
+
+    def run(bar) -> None:
+        hidden = context_features(target, [(r.input_ids, r.context) for r in batch], contexts)
+        for r, h in zip(batch, hidden):
+            writer.add(r.input_ids[r.context:], r.loss_mask[r.context:], h)
+            counted = r.input_ids if vocab_tokens == "all" else r.input_ids[r.loss_mask == 1]
             counts.index_add_(0, counted, torch.ones_like(counted))
-            sources[source] += 1
-            orders.append(order)
-            names.append(source)
-            tokens += len(ids) - context
-            computed += len(ids) - reuse
-            bar.set_postfix(tok_s=f"{computed / (time.perf_counter() - start):.0f}", refresh=False)
-            bar.update(1)
+            sources[r.source] += 1
+            orders.append(r.order)
+            names.append(r.source)
+            done["tokens"] += len(r.input_ids) - r.context
+        done["computed"] = contexts.computed + done["tokens"]
+        bar.set_postfix(tok_s=f"{done['computed'] / (time.perf_counter() - done['start']):.0f}", refresh=False)
+        bar.update(len(batch))
+        batch.clear()
+
+    with tqdm(total=total, desc="features", unit="seq", disable=not progress) as bar:
+        for index, row in enumerate(read_rows(data_path, limit)):
+            if row.input_ids.min() < 0 or row.input_ids.max() >= target.vocab_size:
+                raise ValueError(f"training data {data_path}, row {index}: token ids outside the target's "
+                                 f"vocabulary [0, {target.vocab_size}); was it tokenised for another target?")
+            longest = max([len(r.input_ids) - r.context for r in batch] + [len(row.input_ids) - row.context])
+            if batch and (not torch.equal(batch[0].input_ids[:batch[0].context], row.input_ids[:row.context])
+                          or (len(batch) + 1) * longest > batch_tokens):
+                run(bar)
+            batch.append(row)
+        if batch:
+            run(bar)
     writer.flush()
     return {"counts": counts, "sources": sources, "orders": orders, "names": names,
-            "computed_tokens": computed, "seconds": time.perf_counter() - start}
+            "computed_tokens": done["computed"], "seconds": time.perf_counter() - done["start"]}
 
 
 def _shared_prefix(a: Tensor, b: Tensor) -> int:
@@ -279,6 +341,7 @@ def extract_features(
     progress: bool = True,
     vocab_tokens: str = "assistant",
     d2t: Tensor | None = None,
+    batch_tokens: int = 4096,
 ) -> dict:
     """Extract features of the training Parquet at `data_path` into `out_dir` (module docstring).
 
@@ -286,10 +349,13 @@ def extract_features(
     features are stored; draft_vocab_size: N of the reduced vocabulary (None: the full one);
     limit: the first `limit` rows only; vocab_tokens: "assistant" counts the tokens with
     loss_mask 1, "all" every token; d2t: a vocabulary chosen beforehand (`write_vocab`, shared
-    across datasets), which replaces the choice from this data's counts. Returns meta.json's
-    content plus the wall time.
+    across datasets), which replaces the choice from this data's counts; batch_tokens: padded
+    tokens per forward (rows x the longest after its context). Returns meta.json's content plus
+    the wall time.
     """
     _check_settings(target, shard_tokens, dtype, draft_vocab_size, limit, vocab_tokens)
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
     if not os.path.isfile(data_path):
         raise FileNotFoundError(f"training data {data_path} does not exist; it is written by "
                                 "taps.data.prepare_dataset (the workflow's data-preparation step)")
@@ -300,7 +366,7 @@ def extract_features(
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published directory should read like any other
     try:
         writer = ShardWriter(tmp, shard_tokens, dtype)
-        done = _extract_into(target, data_path, writer, limit, vocab_tokens, progress)
+        done = _extract_into(target, data_path, writer, limit, vocab_tokens, progress, batch_tokens)
         counts, sources, seconds = done["counts"], done["sources"], done["seconds"]
         if not writer.names:
             raise ValueError(f"training data {data_path} has no rows")
@@ -326,6 +392,7 @@ def extract_features(
             "orders": done["orders"],  # per stored sequence: its order in the source (mixtures select by it)
             "computed_tokens": done["computed_tokens"],  # target forward rows, few-shot context reuse counted once
             "shard_tokens": shard_tokens,
+            "batch_tokens": batch_tokens,
             "limit": limit,
             "data_path": str(data_path),
         }
@@ -400,7 +467,15 @@ def _check_shard(tensors: dict[str, Tensor], sizes: list[int], hidden_size: int)
     return None
 
 
-class FeatureShards:
+class _Batches:
+    """`batch`: several sequences at once, for the readers that read them one at a time."""
+
+    def batch(self, ids, max_length: int | None = None) -> list[FeatureSequence]:
+        """Sequences `ids`, each cut to its first max_length tokens (see `sequence`)."""
+        return [self.sequence(i, max_length) for i in ids]
+
+
+class FeatureShards(_Batches):
     """A feature directory read back shard by shard (`sequences`) or one sequence at a time (`sequence`).
 
     With `fingerprint`, features extracted from another target are refused. Random access reads
@@ -498,7 +573,7 @@ class FeatureShards:
         return self.sequences()
 
 
-class FeatureMixture:
+class FeatureMixture(_Batches):
     """A training mixture read from per-source feature directories, with FeatureShards' interface.
 
     `parts` lists (feature directory, count): the sequences of that directory whose `order` in

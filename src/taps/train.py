@@ -88,6 +88,7 @@ from torch import Tensor
 from tqdm import tqdm
 from transformers import DynamicCache
 
+from taps import parallel
 from taps.checkpoint import load_state, prune_best, run_identity, save_best, save_final, save_state, select_best
 from taps.data import write_parquet_atomic
 from taps.drafter import Drafter, DrafterConfig
@@ -198,6 +199,7 @@ class Batch:
     targets: Tensor  # [B, L, H] f_{i+1}
     counted: Tensor  # [B, L] bool: loss_mask[i+1] (False on padding)
     lengths: tuple[int, ...]  # real rows (n - 1) of each sequence
+    ids: tuple[int, ...] = ()  # each sequence's index in the features (seeds its noise); () : 0..B-1
 
     @property
     def positions(self) -> Tensor:
@@ -207,7 +209,11 @@ class Batch:
 
 def make_batch(shards: Features, seqs: Sequence[int], max_length: int, device, dtype) -> Batch:
     """Sequences `seqs` as one padded batch on `device`, features cast to `dtype`."""
-    parts = [shards.sequence(i, max_length) for i in seqs]
+    return collate(shards.batch(seqs, max_length), seqs, device, dtype)
+
+
+def collate(parts: list[FeatureSequence], seqs: Sequence[int], device, dtype) -> Batch:
+    """Sequences `parts` (of ids `seqs`, read by `Features.batch`) as one padded batch on `device`."""
     rows = max(len(ids) for ids, _, _ in parts) - 1
 
     def stack(xs: list[Tensor]) -> Tensor:  # pad each [n, ...] to [rows, ...] along dim 0, then stack
@@ -219,6 +225,7 @@ def make_batch(shards: Features, seqs: Sequence[int], max_length: int, device, d
         targets=stack([h[1:].to(dtype) for _, _, h in parts]),
         counted=stack([mask[1:] for _, mask, _ in parts]),
         lengths=tuple(len(ids) - 1 for ids, _, _ in parts),
+        ids=tuple(seqs),
     )
 
 
@@ -297,9 +304,16 @@ def noise_width(lengths: Sequence[int], config: TrainConfig) -> Tensor:
 
 
 def feature_noise(batch: Batch, config: TrainConfig, step: int) -> Tensor:
-    """[B, L, H] uniform noise for the batch of optimizer step `step`, on the CPU: a function of (seed, step)."""
-    rng = torch.Generator().manual_seed(_seed(config.seed, -1, step))
-    unit = torch.rand(batch.features.shape, generator=rng) * 2 - 1  # [B, L, H] in [-1, 1)
+    """[B, L, H] uniform noise for the batch of optimizer step `step`, on the CPU (0 on padding).
+
+    A sequence's noise is a function of (seed, step, its id) alone, whatever else shares its
+    batch: the processes of a data-parallel run draw what one process would.
+    """
+    B, L, H = batch.features.shape
+    unit = torch.zeros(B, L, H)
+    for b, (seq, rows) in enumerate(zip(batch.ids or range(B), batch.lengths)):
+        rng = torch.Generator().manual_seed(_seed(config.seed, -1, step, seq))
+        unit[b, :rows] = torch.rand(rows, H, generator=rng) * 2 - 1  # [rows, H] in [-1, 1)
     return unit * noise_width(batch.lengths, config)[:, None, None]
 
 
@@ -379,22 +393,40 @@ def unrolled_forward(drafter: Drafter, batch: Batch, features: Tensor, steps: in
     return list(out.split(L, dim=1))
 
 
-def batch_loss(drafter: Drafter, batch: Batch, config: TrainConfig, step: int) -> tuple[Tensor, dict[str, float]]:
-    """Noise, unroll, one forward over all steps, summed step losses; plus metric values."""
+SUMS = ("loss", "feature_loss", "ce_loss", "topk_loss", "counted", "agree", "agree_last")  # a step's sums
+
+
+def batch_loss(drafter: Drafter, batch: Batch, config: TrainConfig, step: int,
+               rows: int | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Noise, unroll, one forward over all steps, summed step losses; plus metric values.
+
+    The loss is averaged over `rows` counted rows: the batch's own by default; in a data-parallel
+    step, those of the global batch (`taps.parallel`). The metrics are those of this batch.
+    """
+    loss, sums = loss_sums(drafter, batch, config, step)
+    return loss / max(rows or sums["counted"], 1), step_metrics(sums)
+
+
+def loss_sums(drafter: Drafter, batch: Batch, config: TrainConfig, step: int) -> tuple[Tensor, dict[str, float]]:
+    """The objective summed over the batch's counted rows, and the SUMS of its terms and agreements."""
     features = batch.features + feature_noise(batch, config, step).to(batch.features)
     with torch.no_grad():
         p_logits = drafter.logits(batch.targets[batch.counted])  # [R, V_d]
     preds = unrolled_forward(drafter, batch, features, config.steps)
     terms = [step_terms(drafter, pred, batch, p_logits, config.hass_topk) for pred in preds]
-    counted = int(batch.counted.sum())
-    rows = max(counted, 1)
-    loss = weighted_loss(terms, config) / rows
-    agree, agree_last = int(terms[0]["agree"]), int(terms[-1]["agree"])
-    metrics = {"loss": loss.item(),
-               **{f"{k}_loss": sum(t[k].item() for t in terms) / rows for k in ("feature", "ce", "topk")},
-               "counted": counted, "agree": agree, "agree_last": agree_last,  # top-1 agreements: step 1, step S
-               "top1": agree / rows, "top1_last": agree_last / rows}
-    return loss, metrics
+    loss = weighted_loss(terms, config)
+    sums = {"loss": loss.item(), **{f"{k}_loss": sum(t[k].item() for t in terms) for k in ("feature", "ce", "topk")},
+            "counted": int(batch.counted.sum()),
+            "agree": int(terms[0]["agree"]), "agree_last": int(terms[-1]["agree"])}  # top-1: step 1, step S
+    return loss, sums
+
+
+def step_metrics(sums: dict[str, float]) -> dict[str, float]:
+    """A step's metrics row from its SUMS: the loss terms per counted row, and top-1 agreement rates."""
+    rows = max(sums["counted"], 1)
+    return {"loss": sums["loss"] / rows, **{f"{k}_loss": sums[f"{k}_loss"] / rows for k in ("feature", "ce", "topk")},
+            "counted": int(sums["counted"]), "agree": int(sums["agree"]), "agree_last": int(sums["agree_last"]),
+            "top1": sums["agree"] / rows, "top1_last": sums["agree_last"] / rows}
 
 
 # --- validation: held-out sequences, an acceptance proxy -------------------------------------
@@ -478,37 +510,59 @@ def train_drafter(target: TargetModel, features: str | os.PathLike | Features, o
     rows = pd.read_parquet(metrics_path).to_dict("records") if done and os.path.exists(metrics_path) else []
     rows = [r for r in rows if r["step"] < done]
     stop = len(plan) if max_steps is None else min(len(plan), max_steps)
-    for step in tqdm(range(done, stop), initial=done, total=len(plan), disable=not progress, desc="train"):
-        rows.append(train_step(drafter, optimizer, shards, plan, step, config))
-        if val_ids and (step + 1 == len(plan) or plan[step + 1][0] != plan[step][0]):  # an epoch's last step
-            end_epoch(out_dir, drafter, shards, val_ids, val_rows, plan[step][0], step + 1, config)
-        if (step + 1) % config.save_every == 0 or step + 1 == stop:
-            write_parquet_atomic(pa.Table.from_pylist(rows), metrics_path)
-            save_state(out_dir, step + 1, drafter, optimizer, run, val_rows)
-            prune_best(out_dir, select_best(val_rows, config.select_by))
-    if stop == len(plan):
+    main = parallel.is_main()  # with several processes, the first validates and writes
+    read = lambda step: shards.batch(parallel.local(plan[step][1]), config.max_length)  # noqa: E731
+    with parallel.Prefetcher(read, range(done, stop)) as loader:  # reads step + 1 while step trains
+        for step in tqdm(range(done, stop), initial=done, total=len(plan), disable=not (progress and main),
+                         desc="train"):
+            rows.append(train_step(drafter, optimizer, shards, plan, step, config, loader.get(step)))
+            if main and val_ids and (step + 1 == len(plan) or plan[step + 1][0] != plan[step][0]):  # epoch end
+                end_epoch(out_dir, drafter, shards, val_ids, val_rows, plan[step][0], step + 1, config)
+            if main and ((step + 1) % config.save_every == 0 or step + 1 == stop):
+                write_parquet_atomic(pa.Table.from_pylist(rows), metrics_path)
+                save_state(out_dir, step + 1, drafter, optimizer, run, val_rows)
+                prune_best(out_dir, select_best(val_rows, config.select_by))
+    if main and stop == len(plan):
         save_final(out_dir, drafter, config, select_best(val_rows, config.select_by))
+    parallel.barrier()
     return pd.DataFrame(rows)
 
 
 def train_step(drafter: Drafter, optimizer: torch.optim.Optimizer, shards: Features,
-               plan: list[tuple[int, list[int]]], step: int, config: TrainConfig) -> dict:
-    """One optimizer step on batch `step` of the plan; returns its metrics row."""
+               plan: list[tuple[int, list[int]]], step: int, config: TrainConfig,
+               parts: list[FeatureSequence] | None = None) -> dict:
+    """One optimizer step on batch `step` of the plan; returns its metrics row.
+
+    In a data-parallel run this process trains on its share of the batch (`taps.parallel.local`;
+    `parts`: those sequences, read ahead by the caller, else read here), its loss averaged over
+    the global batch's counted rows; gradients and metrics are summed over the processes.
+    """
     start = time.perf_counter()
     epoch, seqs = plan[step]
-    batch = make_batch(shards, seqs, config.max_length, drafter.d2t.device, drafter.fc.weight.dtype)
+    mine = parallel.local(seqs)
+    parts = shards.batch(mine, config.max_length) if parts is None else parts
     lr = learning_rate(step, len(plan), config)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    with autocast(drafter):
-        loss, metrics = batch_loss(drafter, batch, config, step)
+    counted = sum(int(p.loss_mask[1:].sum()) for p in parts)
+    rows = int(parallel.all_sum(torch.tensor([counted]))[0])
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    sums = dict.fromkeys(SUMS, 0.0)
+    padded = 0
+    if parts:  # a process may get no sequence of a short batch: it adds zero gradients
+        batch = collate(parts, mine, drafter.d2t.device, drafter.fc.weight.dtype)
+        with autocast(drafter):
+            loss, sums = loss_sums(drafter, batch, config, step)
+        (loss / max(rows, 1)).backward()
+        padded = batch.tokens.numel()
+    parallel.sync_grads(list(drafter.parameters()))
     if config.grad_clip > 0:
         torch.nn.utils.clip_grad_value_(drafter.parameters(), config.grad_clip)
     optimizer.step()
-    return {"step": step, "epoch": epoch, "lr": lr, **metrics, "tokens": sum(batch.lengths),
-            "padded_tokens": batch.tokens.numel(),
+    totals = parallel.all_sum(torch.tensor([sums[k] for k in SUMS] + [sum(len(p.input_ids) - 1 for p in parts),
+                                                                      padded], dtype=torch.float64)).tolist()
+    return {"step": step, "epoch": epoch, "lr": lr, **step_metrics(dict(zip(SUMS, totals))),
+            "tokens": int(totals[-2]), "padded_tokens": int(totals[-1]),
             "sequences": len(seqs), "seconds": time.perf_counter() - start}
 
 
