@@ -15,6 +15,7 @@ a model handed to TargetModel is changed in place.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import json
@@ -146,6 +147,31 @@ class TargetModel:
         """The target's own input embedding (with any scaling its family applies)."""
         return self.body.get_input_embeddings()(tokens.to(self.device))
 
+    @torch.no_grad()
+    def forward_batch(self, sequences: list[Tensor], prefix: DynamicCache | None = None) -> list[Tensor]:
+        """Features of several sequences in one right-padded forward: [n_i, H] each.
+
+        Each sequence continues `prefix` (the cache of one sequence, left unchanged) when given.
+        Padding follows a sequence's tokens and attention is causal, so it never reaches a real
+        row; the model builds its masks (sliding windows included) from the 2-D padding mask.
+        """
+        lengths = [len(s) for s in sequences]
+        past = 0 if prefix is None else prefix.get_seq_length()
+        ids = torch.zeros(len(sequences), max(lengths), dtype=torch.long)  # [B, L]
+        valid = torch.zeros(len(sequences), past + max(lengths), dtype=torch.long)  # [B, past + L]
+        valid[:, :past] = 1
+        for i, seq in enumerate(sequences):
+            ids[i, :len(seq)] = seq
+            valid[i, past:past + len(seq)] = 1
+        cache = None
+        if prefix is not None:
+            cache = copy.deepcopy(prefix)
+            cache.batch_repeat_interleave(len(sequences))
+        out = self.body(input_ids=ids.to(self.device), attention_mask=valid.to(self.device),
+                        position_ids=(past + torch.arange(ids.shape[1])).expand_as(ids).to(self.device),
+                        past_key_values=cache, use_cache=cache is not None)
+        return [h[:n] for h, n in zip(out.last_hidden_state, lengths)]
+
     @staticmethod
     def compact(cache: DynamicCache, past_len: int, keep: Tensor) -> None:
         """Keep cache entries [0, past_len) plus the nodes `keep` (indices into the last forward)."""
@@ -245,8 +271,9 @@ def load_target(
     dtype = dtype or default_dtype(device)
     path, extra = resolve_target(name)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
-    return TargetModel(model.to(device), tokenizer, name=name)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                 device_map=str(device), **extra)  # straight onto the device
+    return TargetModel(model, tokenizer, name=name)
 
 
 def write_target_spec(target: TargetModel, model: str, trust_remote_code: bool, path: str) -> None:
