@@ -89,3 +89,26 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
     again = _snakemake("-n", "--configfile", "config/smoke.yaml", "--config", f"results={results}", f"data_dir={DATA}")
     assert "Nothing to be done" in again.stdout + again.stderr  # nothing changed: no job runs again
     shutil.rmtree(results)
+
+
+def test_online_features_multi_gpu_training_and_config_resources_reach_the_jobs(tmp_path):
+    """features: online drops feature extraction and hands training the Parquets; gpus > 1 launches torchrun;
+    a resources entry replaces a job's declared defaults."""
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["targets"]["tiny"]["features"] = "online"
+    config["gpus"] = 2
+    config["resources"] = {"train": {"mem_mb": 64000, "runtime": 600}, "evaluate": {"gpus": 1}}
+    path = tmp_path / "online.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = _snakemake("-n", "-p", "--configfile", str(path), "--config", f"results={tmp_path / 'results'}")
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    assert "rule extract_features" not in out and "features/tiny" not in out
+    train = [line for line in out.splitlines() if "workflow/scripts/train.py" in line]
+    assert train and all(line.startswith("Shell command: torchrun --standalone --nproc_per_node=2 ") for line in train)
+    assert all("--data " in line and "--vocab " in line and "--features" not in line for line in train)
+    jobs = out.split("\nrule ")
+    resources = {job.split(":")[0]: job for job in jobs}
+    assert "mem_mb=64000" in resources["train"] and "runtime=600" in resources["train"]
+    assert "gpu=2" in resources["train"] and "gpu=2" in resources["regenerate"] and "gpu=0" in resources["average"]
+    assert "gpu=1" in resources["evaluate_greedy"]

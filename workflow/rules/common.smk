@@ -175,3 +175,43 @@ def report_outputs():
     return ([f"{RESULTS}/tables/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")]
             + [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "pdf")]
             + [f"{RESULTS}/findings.md"])
+
+
+def job_resources(name, mem_mb, runtime, gpu):
+    """mem_mb, runtime (minutes) and gpu of a job: the defaults given where it is declared (sized for the CPU
+    configs; gpu True asks for the config's `gpus`, as the jobs that run the target do), each replaced by the
+    config's resources.<name> entry where it sets one (paper scale: config/paper.yaml)."""
+    own = config.get("resources", {}).get(name, {})
+    return {"mem_mb": own.get("mem_mb", mem_mb), "runtime": own.get("runtime", runtime),
+            "gpu": own.get("gpus", config.get("gpus", 0) if gpu else 0)}
+
+
+def online(target):
+    """Whether the target computes training features inside the training job (features: online)."""
+    return target_cfg(target).get("features", "offline") == "online"
+
+
+def vocab_file(target):
+    return f"{RESULTS}/vocab/{target}.safetensors"
+
+
+def train_sources(w):
+    """What a drafter trains from: its mixture's per-source feature directories or, with online features, the
+    sources' training Parquets and the draft vocabulary."""
+    if online(w.target):
+        return [source_data(w.target, s) for s in config["datasets"][w.dataset]] + [vocab_file(w.target)]
+    return [d for d, _ in feature_parts(w.target, w.dataset)]
+
+
+def train_source_args(w):
+    """The training script's arguments naming train_sources(w), with the conversations taken from each source."""
+    counts = " ".join(str(c) for c in config["datasets"][w.dataset].values())
+    if online(w.target):
+        data = " ".join(source_data(w.target, s) for s in config["datasets"][w.dataset])
+        return f"--data {data} --vocab {vocab_file(w.target)} --counts {counts}"
+    return f"--features {' '.join(d for d, _ in feature_parts(w.target, w.dataset))} --counts {counts}"
+
+
+def launcher(gpus):
+    """python, or torchrun with one process per GPU when a job has several (data-parallel training)."""
+    return f"torchrun --standalone --nproc_per_node={gpus}" if gpus > 1 else "python"

@@ -18,9 +18,7 @@ rule fewshot:
         seed=config["seed"],
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
-        gpu=0,
+        **job_resources("fewshot", mem_mb=4000, runtime=10, gpu=False),
     conda:
         ENV
     shell:
@@ -46,9 +44,7 @@ rule prepare_data:
         seed=config["seed"],
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=0,
+        **job_resources("prepare_data", mem_mb=4000, runtime=30, gpu=False),
     conda:
         ENV
     shell:
@@ -74,9 +70,7 @@ rule regenerate:
         dev=device_args(),
     threads: config.get("threads", 2)
     resources:
-        mem_mb=8000,
-        runtime=240,
-        gpu=config.get("gpus", 0),
+        **job_resources("regenerate", mem_mb=8000, runtime=240, gpu=True),
     conda:
         ENV
     shell:
@@ -100,9 +94,7 @@ rule draft_vocab:
         size=lambda w: target_cfg(w.target).get("draft_vocab_size") or 0,
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
-        gpu=0,
+        **job_resources("draft_vocab", mem_mb=4000, runtime=20, gpu=False),
     conda:
         ENV
     shell:
@@ -125,15 +117,14 @@ rule extract_features:
     params:
         dtype=lambda w: target_cfg(w.target).get("feature_dtype", "bfloat16"),
         shard=lambda w: target_cfg(w.target).get("shard_tokens", 65536),
+        batch=lambda w: target_cfg(w.target).get("feature_batch_tokens", 4096),
         dev=device_args(),
     threads: config.get("threads", 2)
     resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=config.get("gpus", 0),
+        **job_resources("extract_features", mem_mb=8000, runtime=120, gpu=True),
     conda:
         ENV
     shell:
         "python workflow/scripts/extract_features.py --target {input.target} --data {input.data} "
-        "--vocab {input.vocab} --dtype {params.dtype} --shard-tokens {params.shard} "
+        "--vocab {input.vocab} --dtype {params.dtype} --shard-tokens {params.shard} --batch-tokens {params.batch} "
         "{params.dev} --out {output} > {log} 2>&1"

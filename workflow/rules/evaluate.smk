@@ -21,9 +21,7 @@ rule reference:
         dev=device_args(eval_threads()),
     threads: eval_threads()
     resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=config.get("gpus", 0),
+        **job_resources("reference", mem_mb=8000, runtime=120, gpu=True),
     conda:
         ENV
     shell:
@@ -71,9 +69,7 @@ for _kind, _temperature in _KINDS.items():
             dev=device_args(eval_threads()),
         threads: eval_threads()
         resources:
-            mem_mb=8000,
-            runtime=240,
-            gpu=config.get("gpus", 0),
+            **job_resources("evaluate", mem_mb=8000, runtime=240, gpu=True),
         conda:
             ENV
         shell:

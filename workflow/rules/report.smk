@@ -14,9 +14,7 @@ rule aggregate:
         seed=config["seed"],
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
-        gpu=0,
+        **job_resources("aggregate", mem_mb=4000, runtime=20, gpu=False),
     conda:
         ENV
     shell:
@@ -41,9 +39,7 @@ rule tables:
         seed=config["seed"],
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        **job_resources("tables", mem_mb=2000, runtime=10, gpu=False),
     conda:
         ENV
     shell:
@@ -67,9 +63,7 @@ rule figures:
         out_dir=lambda w, output: os.path.dirname(output[0]),
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
-        gpu=0,
+        **job_resources("figures", mem_mb=4000, runtime=10, gpu=False),
     conda:
         ENV
     shell:
@@ -94,9 +88,7 @@ rule findings:
         seed=config["seed"],
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        **job_resources("findings", mem_mb=2000, runtime=10, gpu=False),
     conda:
         ENV
     shell:

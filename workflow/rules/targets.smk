@@ -14,9 +14,7 @@ rule target:
         model_dir=f"{RESULTS}/targets/{{target}}/model",
     threads: config.get("threads", 2)
     resources:
-        mem_mb=8000,
-        runtime=30,
-        gpu=0,
+        **job_resources("target", mem_mb=8000, runtime=30, gpu=False),
     conda:
         ENV
     shell:

@@ -1,4 +1,5 @@
-# Per-source features -> drafters per target x backbone x mixture, and point-wise averaged checkpoints.
+# Per-source features (or, with features: online, the training Parquets) -> drafters per target x backbone x
+# mixture, and point-wise averaged checkpoints. A job with several GPUs trains data-parallel under torchrun.
 # Only drafter/ is declared: the resumable training state beside it (state/, metrics.parquet)
 # survives a killed job, so re-running the rule continues from the last saved step.
 
@@ -6,7 +7,7 @@
 rule train:
     input:
         target=target_json("{target}"),
-        features=lambda w: [d for d, _ in feature_parts(w.target, w.dataset)],
+        sources=train_sources,
         warm=warm_start,
     output:
         directory(f"{RESULTS}/drafters/{{target}}/{{backbone}}/{{dataset}}/drafter"),
@@ -17,19 +18,18 @@ rule train:
     wildcard_constraints:
         dataset="(?!avg-)[^/]+",
     params:
-        counts=lambda w: " ".join(str(c) for _, c in feature_parts(w.target, w.dataset)),
+        sources=train_source_args,
+        launch=launcher(job_resources("train", 0, 0, True)["gpu"]),
         settings=lambda w: json_arg(train_settings(w.backbone)),
         workdir=lambda w: f"{RESULTS}/drafters/{w.target}/{w.backbone}/{w.dataset}",
         dev=device_args(),
     threads: config.get("threads", 2)
     resources:
-        mem_mb=12000,
-        runtime=240,
-        gpu=config.get("gpus", 0),
+        **job_resources("train", mem_mb=12000, runtime=240, gpu=True),
     conda:
         ENV
     shell:
-        "python workflow/scripts/train.py --target {input.target} --features {input.features} --counts {params.counts} "
+        "{params.launch} workflow/scripts/train.py --target {input.target} {params.sources} "
         "--settings {params.settings} --warm-start '{input.warm}' --workdir {params.workdir} {params.dev} "
         "> {log} 2>&1"
 
@@ -46,9 +46,7 @@ rule average:
         f"{RESULTS}/benchmarks/average/{{target}}/{{backbone}}/{{name}}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
-        gpu=0,
+        **job_resources("average", mem_mb=4000, runtime=10, gpu=False),
     conda:
         ENV
     shell:

@@ -18,11 +18,12 @@ def main() -> None:
     parser.add_argument("--vocab", required=True, help="draft vocabulary written by the draft_vocab rule")
     parser.add_argument("--dtype", choices=DTYPES, default="bfloat16")
     parser.add_argument("--shard-tokens", type=int, default=65536)
+    parser.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per target forward")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     target = open_target(args)
     summary = extract_features(target, args.data, args.out, shard_tokens=args.shard_tokens, dtype=DTYPES[args.dtype],
-                               d2t=load_vocab(args.vocab))
+                               d2t=load_vocab(args.vocab), batch_tokens=args.batch_tokens)
     print(json.dumps(summary, indent=2, default=str))
 
 
