@@ -65,24 +65,88 @@ def test_sampling_runs_are_reproducible_by_seed(tiny):
     assert _without_time(one.cycles) == _without_time(two.cycles) and _without_time(one.turns) == _without_time(two.turns)
 
 
+def _accept_first_children(tree, logits, temperature, generator):
+    """A lossy verifier: accepts the first child at every depth, whatever the target says."""
+    children, path = children_lists(tree.parents), [0]
+    while children[path[-1]]:
+        path.append(children[path[-1]][0])
+    return path, int(logits[path[-1]].argmax())
+
+
 def test_a_lossy_engine_is_caught_at_temperature_zero(tiny, monkeypatch):
     target, proposer = tiny
-
-    def accept_first_children(tree, logits, temperature, generator):
-        children, path = children_lists(tree.parents), [0]
-        while children[path[-1]]:
-            path.append(children[path[-1]][0])
-        return path, int(logits[path[-1]].argmax())
-
-    monkeypatch.setattr(taps.generate, "verify", accept_first_children)
+    monkeypatch.setattr(taps.generate, "verify", _accept_first_children)
     with pytest.raises(RuntimeError, match="must be lossless"):
         evaluate(target, proposer, PROMPTS, EvalConfig(max_new_tokens=20), progress=False)
 
 
-@pytest.mark.parametrize("kwargs", [{"temperature": -1.0}, {"max_new_tokens": 0}])
+def test_a_greedy_mismatch_is_recorded_and_the_evaluation_goes_on_with_on_mismatch_record(tiny, monkeypatch):
+    """The lossy engine above, recorded: every turn is kept, the differing ones say identical False, and
+    later turns are still conditioned on the vanilla answer (same prompts and vanilla runs as a lossless run)."""
+    from taps.aggregate import Evaluation, evaluation_row
+    target, proposer = tiny
+    histories, real = [], taps.evaluate.build_turn_prompt
+    monkeypatch.setattr(taps.evaluate, "build_turn_prompt", lambda tok, history, turn, fmt: (
+        histories.append(list(history)), real(tok, history, turn, fmt))[1])
+    lossless = evaluate(target, proposer, PROMPTS, EvalConfig(max_new_tokens=20), progress=False)
+    monkeypatch.setattr(taps.generate, "verify", _accept_first_children)
+    rows = evaluate(target, proposer, PROMPTS, EvalConfig(max_new_tokens=20, on_mismatch="record"), progress=False)
+    assert [(t["prompt"], t["turn"]) for t in rows.turns] == [("a", 0), ("b", 0), ("b", 1)]
+    assert histories[3:] == histories[:3] and histories[2]  # prompt b's second turn: the same vanilla answer
+    differing = [t for t in rows.turns if not t["identical"]]
+    assert rows.turns[1] in differing and all(t["identical"] for t in lossless.turns)
+    for t in differing:  # the speculative run's rows are kept
+        assert t["passes"] == len([c for c in rows.cycles if (c["prompt"], c["turn"]) == (t["prompt"], t["turn"])]) > 0
+    key = {"target": "t", "backbone": "b", "composition": "c", "temperature": 0.0}
+    turns = pd.DataFrame([{**key, **t} for t in rows.turns])
+    row = evaluation_row(Evaluation(turns, pd.DataFrame(rows.cycles), pd.DataFrame(), pd.DataFrame(),
+                                    {"composition": "single", "drafters": ["m"]}, depth=4))
+    assert row["identical"] is False and row["mismatched_turns"] == len(differing)
+    assert math.isnan(row["reference_mismatched_turns"])  # no replay: no reference was read
+
+
+def _corrupted(references: list[dict], prompt: str, position: int, target) -> list[dict]:
+    """The references with one token of `prompt`'s turn 0 replaced by another (not EOS) token."""
+    out = [dict(r) for r in references]
+    ref = next(r for r in out if (r["prompt"], r["turn"]) == (prompt, 0))
+    tokens = list(ref["tokens"])
+    tokens[position] = next(t for t in range(target.vocab_size) if t != tokens[position]
+                            and t not in target.eos_token_ids)
+    ref["tokens"] = tokens
+    return out
+
+
+def test_a_reference_unlike_the_targets_argmax_is_recorded_in_replay_with_on_mismatch_record(tiny):
+    target, proposer = tiny
+    config = EvalConfig(max_new_tokens=20, replay=True, timed_prompts=0)
+    references = reference_rows(target, PROMPTS, config, progress=False)
+    bad = _corrupted(references, "a", 5, target)
+    with pytest.raises(ValueError, match="token 5 is .* but the target's argmax is"):
+        evaluate(target, proposer, PROMPTS, config, references=bad, progress=False)
+    record = EvalConfig(max_new_tokens=20, replay=True, timed_prompts=0, on_mismatch="record")
+    rows = evaluate(target, proposer, PROMPTS, record, references=bad, progress=False)
+    clean = evaluate(target, proposer, PROMPTS, record, references=references, progress=False)
+    assert [t["reference_mismatches"] for t in clean.turns] == [0, 0, 0]
+    counts = [t["reference_mismatches"] for t in rows.turns]
+    assert counts[0] >= 1 and counts[1:] == [0, 0]
+    # the turn is scored against the (corrupted) reference: its tokens, not the target's argmax
+    assert rows.turns[0]["new_tokens"] == len(bad[0]["tokens"]) - 1
+    assert _without_time(rows.turns[1:]) == _without_time(clean.turns[1:])
+    from taps.aggregate import Evaluation, evaluation_row
+    key = {"target": "t", "backbone": "b", "composition": "c", "temperature": 0.0}
+    row = evaluation_row(Evaluation(pd.DataFrame([{**key, **t} for t in rows.turns]), pd.DataFrame(rows.cycles),
+                                    pd.DataFrame(), pd.DataFrame(), {"composition": "single", "drafters": ["m"]},
+                                    depth=4))
+    assert (row["reference_mismatched_turns"], row["mismatched_turns"], row["timed_turns"]) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": -1.0}, {"max_new_tokens": 0}, {"on_mismatch": "warn"}])
 def test_eval_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         EvalConfig(**kwargs)
+    if "on_mismatch" in kwargs:
+        with pytest.raises(ValueError, match="must be one of 'error', 'record', got 'warn'"):
+            EvalConfig(**kwargs)
 
 
 def test_replay_gives_the_engines_rows_and_times_only_the_first_prompts(tiny):

@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from taps.tables import (composition_table, fmt_ci, latex_escape, main_numbers, main_table, routing_table,
-                         speed_table, write_table)
+from taps.tables import (composition_table, fmt_ci, latex_escape, main_numbers, main_table, replay_table,
+                         routing_table, speed_table, write_table)
 
 NAN = float("nan")
 FOUR = ["mt_bench", "gsm8k", "math500", "svamp"]
@@ -18,7 +18,8 @@ KINDS = {"math": ("single", "math", None, None), "chat": ("single", "chat", None
 
 
 def _row(composition, benchmark, tau, low=None, high=None, temperature=0.0, backbone="eagle2", nodes=10.0,
-         shares=(NAN, NAN), timed=0, speed=(NAN, NAN), identical=True, replay=(NAN, NAN, NAN)):
+         shares=(NAN, NAN), timed=0, speed=(NAN, NAN), identical=True, replay=(NAN, NAN, NAN), mismatched=0,
+         reference=NAN):
     kind, drafters, budget, trie = KINDS[composition]
     return {"target": "tiny", "backbone": backbone, "composition": composition, "kind": kind,
             "drafters": drafters, "budget": budget, "trie": trie, "benchmark": benchmark,
@@ -26,7 +27,8 @@ def _row(composition, benchmark, tau, low=None, high=None, temperature=0.0, back
             "tau_low": tau - 0.5 if low is None else low, "tau_high": tau + 0.5 if high is None else high,
             "nodes_per_pass": nodes, "timed_turns": timed, "tokens_per_s": speed[0],
             "vanilla_tokens_per_s": speed[1], "speedup": speed[0] / speed[1] if timed else NAN,
-            "identical": identical, "replay_turns": timed, "replay_diff": replay[0],
+            "identical": identical, "mismatched_turns": mismatched if temperature == 0 else NAN,
+            "reference_mismatched_turns": reference, "replay_turns": timed, "replay_diff": replay[0],
             "replay_diff_low": replay[1], "replay_diff_high": replay[2], "share_0": shares[0], "share_1": shares[1]}
 
 
@@ -41,7 +43,7 @@ def E():
                 rows.append(_row(composition, benchmark, base + i / 10, temperature=temperature,
                                  shares=(0.82, 0.18) if composition == "route-confidence" else (NAN, NAN)))
     rows[1] = _row("math", "gsm8k", 3.17, 2.70, 3.64, nodes=8.0,
-                   timed=3, speed=(37.0, 20.0), identical=False, replay=(0.03, -0.01, 0.07))
+                   timed=3, speed=(37.0, 20.0), identical=False, replay=(0.03, -0.01, 0.07), mismatched=2)
     for composition, nodes, tau in [("merged-paper", 16.0, 3.4), ("merged-equal", 8.0, 3.2)]:
         rows.append(_row(composition, "gsm8k", tau, nodes=nodes, shares=(0.6, 0.4)))
     rows.append(_row("math", "gsm8k", 4.0, backbone="hass"))
@@ -161,6 +163,24 @@ def test_speed_table_lists_timed_evaluations_only(E):
     assert (row["composition"], row["benchmark"], row["timed turns"]) == ("math", "GSM8K", "3")
     assert (row["tokens/s"], row["vanilla tokens/s"], row["speedup"]) == ("37.0", "20.0", "1.85x")
     assert row["identical"] == "no" and row["replay diff"] == "+0.03 [-0.01, +0.07]"
+    assert row["mismatched turns"] == "2"  # of the 3 timed turns, recorded with on_mismatch "record"
+    sampled = speed_table(pd.DataFrame([_row("math", "gsm8k", 3.0, temperature=1.0, timed=2, speed=(30.0, 20.0))]))
+    assert sampled.iloc[0]["mismatched turns"] == ""  # T > 0: samples differ by design
+
+
+def test_replay_table_counts_each_reference_turn_unlike_the_targets_argmax_once():
+    E = pd.DataFrame([_row("math", "gsm8k", 3.0, reference=2), _row("chat", "gsm8k", 3.0, reference=2),
+                      _row("math", "mt_bench", 3.0, reference=0),
+                      _row("math", "gsm8k", 3.0, backbone="hass", reference=2),
+                      _row("math", "gsm8k", 3.0, temperature=1.0)])
+    replay = pd.DataFrame({"backbone": ["eagle2", "eagle2"], "new_tokens": [10, 20], "passes": [5, 10],
+                           "replay_new_tokens": [10, 20], "replay_passes": [5, 8], "replay_matches": [True, False]})
+    table = replay_table(replay, E).set_index("backbone")
+    assert list(table.index) == ["all", "eagle2", "hass"]
+    # gsm8k: 2 of its 4 reference turns, whichever composition or backbone replayed them; mt_bench: 0 of 4
+    assert table["reference mismatches"].tolist() == ["2 of 8", "2 of 8", "2 of 4"]
+    assert table["timed turns"].tolist() == [2, 2, 0] and table["records differ"].tolist() == [1, 1, 0]
+    assert replay_table(pd.DataFrame(), E[E.temperature == 1.0])["reference mismatches"].tolist() == [""]
 
 
 def test_latex_escape_covers_special_characters():

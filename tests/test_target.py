@@ -94,3 +94,41 @@ def test_fingerprints_tell_targets_apart(target):
     other = tiny_target(seed=1)
     assert target.fingerprint().mismatches(target.fingerprint()) == []
     assert [m.split(":")[0] for m in target.fingerprint().mismatches(other.fingerprint())] == ["embed_digest"]
+
+
+def _softcapped_gemma(dtype: torch.dtype) -> Gemma3ForCausalLM:
+    cfg = Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+                           num_key_value_heads=1, head_dim=16, vocab_size=64, final_logit_softcapping=2.0,
+                           layer_types=["full_attention"], max_position_embeddings=256, initializer_range=0.5,
+                           bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    torch.manual_seed(0)
+    return Gemma3ForCausalLM(cfg).to(dtype)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma-softcap"])
+def test_fp32_logits_of_a_bf16_target_are_the_fp32_product_of_its_features(family):
+    model = tiny_target(dtype=torch.bfloat16).model if family == "llama" else _softcapped_gemma(torch.bfloat16)
+    plain, fp32 = TargetModel(model, name="bf16"), TargetModel(model, name="bf16", fp32_logits=True)
+    features = _chain_features(fp32, torch.arange(2, 14))  # [12, H] in bf16
+    weight, bias = fp32.head()
+    expected = torch.nn.functional.linear(features.float(), weight.float(), None if bias is None else bias.float())
+    if family == "gemma-softcap":
+        assert fp32.softcap == 2.0 and expected.abs().max() > 2.0  # the cap binds
+        expected = torch.tanh(expected / 2.0) * 2.0
+    got = fp32.logits(features)
+    assert features.dtype == torch.bfloat16 and got.dtype == torch.float32
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert plain.logits(features).dtype == torch.bfloat16 and not torch.equal(plain.logits(features).float(), got)
+    copy = fp32._head32[1]
+    fp32.logits(features[:1])
+    assert fp32._head32[1] is copy and copy.dtype == torch.float32  # made once
+    # a given head (a drafter's cut of the vocabulary) is used as given, in the model's dtype
+    cut = fp32.head(torch.tensor([3, 1, 4]))
+    assert torch.equal(fp32.logits(features, cut), plain.logits(features, cut))
+
+
+def test_fp32_logits_change_nothing_on_an_fp32_target(target):
+    fp32 = TargetModel(target.model, name="fp32", fp32_logits=True)
+    features = _chain_features(target, torch.arange(2, 14))
+    assert torch.equal(fp32.logits(features), target.logits(features))
+    assert fp32._fp32_head()[0] is target.lm_head.weight and fp32._head32 is None  # no copy made

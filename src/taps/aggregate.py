@@ -6,7 +6,10 @@ everything averaged is computed here, once, through `taps.metrics`:
 
 - `evaluation_rows`: one row per evaluation (target, backbone, composition, benchmark,
   temperature): tau with its 95% bootstrap CI over prompts, acceptance per depth, nodes per
-  pass, tokens/s and speedup from the timed turns, the engine - replay difference, routing shares;
+  pass, tokens/s and speedup from the timed turns, the engine - replay difference, routing shares,
+  and at T=0 the timed turns whose output differed from vanilla's (`mismatched_turns`) and the
+  replayed turns whose reference is not the target's one-pass argmax somewhere
+  (`reference_mismatched_turns`, NaN without replay): 0 unless `EvalConfig.on_mismatch` is "record";
 - `prompt_rows`: new tokens and passes per prompt, for paired comparisons (`taps.findings`);
 - `depth_rows`: drafted and accepted nodes per prompt, drafter and depth, and the cycles that
   reached and passed each depth (the conditional acceptance rate per speculative step);
@@ -85,7 +88,7 @@ def acceptance_by_depth(accepted: pd.Series, depth: int) -> dict[str, float]:
 
 def evaluation_row(ev: Evaluation, seed: int = 0) -> dict:
     """The one-row summary of an evaluation (module docstring); timing and replay columns NaN when untimed."""
-    turns, cycles, nan = ev.turns, ev.cycles, float("nan")
+    turns, cycles, nan, greedy = ev.turns, ev.cycles, float("nan"), ev.key["temperature"] == 0
     per_prompt = turns.groupby("prompt")[["new_tokens", "passes"]].sum()
     tau, low, high = bootstrap_ci(per_prompt.new_tokens.tolist(), per_prompt.passes.tolist(), seed=seed)
     timed = turns[turns["mode"] == "engine"]
@@ -99,7 +102,9 @@ def evaluation_row(ev: Evaluation, seed: int = 0) -> dict:
            "timed_turns": len(timed), "tokens_per_s": speed, "vanilla_tokens_per_s": vanilla,
            "speedup": speed / vanilla if len(timed) else nan,
            # greedy output equal to vanilla's on every timed turn; None at T > 0, where samples differ by design
-           "identical": bool(timed.identical.astype(bool).all()) if ev.key["temperature"] == 0 else None,
+           "identical": bool(timed.identical.astype(bool).all()) if greedy else None,
+           "mismatched_turns": int((timed.identical == False).sum()) if greedy else nan,  # noqa: E712
+           "reference_mismatched_turns": _reference_mismatched_turns(turns),
            "replay_turns": len(both), "replay_diff": diff[0], "replay_diff_low": diff[1], "replay_diff_high": diff[2],
            "replay_mismatches": int((both.replay_matches == False).sum())}  # noqa: E712
     multi = len(ev.spec["drafters"]) > 1
@@ -107,6 +112,13 @@ def evaluation_row(ev: Evaluation, seed: int = 0) -> dict:
     for i in range(2):
         row[f"share_{i}"] = float((decided.drafter == i).mean()) if multi and len(decided) else nan
     return row
+
+
+def _reference_mismatched_turns(turns: pd.DataFrame) -> float:
+    """Replayed turns whose reference is not the target's one-pass argmax somewhere (EvalConfig.on_mismatch
+    "record"); NaN when no turn read a reference (no replay, or rows written before the count was kept)."""
+    counts = turns.get("reference_mismatches", pd.Series(dtype=float)).dropna()
+    return int((counts > 0).sum()) if len(counts) else float("nan")
 
 
 def prompt_rows(ev: Evaluation) -> pd.DataFrame:

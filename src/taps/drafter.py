@@ -93,8 +93,9 @@ class Drafter(nn.Module):
         self.register_buffer("d2t", d2t.long())
         self.to(device=target.device, dtype=dtype or target.dtype)
         speed_up_linears(self)  # a faster product for decoding's few rows on the CPU (taps.linear)
-        # the head rows of the draft vocabulary, gathered once (d2t is fixed at construction)
-        self.head = None if config.draft_vocab_size is None else target.head(self.d2t)
+        # the head rows of the draft vocabulary, gathered once (d2t is fixed at construction); the full head
+        # is passed explicitly too, so drafting reads it in the model's dtype even under the target's fp32_logits
+        self.head = target.head() if config.draft_vocab_size is None else target.head(self.d2t)
 
     @property
     def full_vocab(self) -> bool:

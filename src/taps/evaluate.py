@@ -4,10 +4,18 @@ For every prompt and turn the vanilla loop and the speculative loop run side by 
 same process on the same target, so their tokens/s compare fairly on any machine. Several
 compositions can be evaluated in one call (`evaluate_many`): replay's features are then
 computed once per turn and shared. The vanilla run is also the reference: at temperature 0
-the speculative output must equal it token for token (a mismatch is a bug and stops the
-evaluation), and a multi-turn prompt (MT-Bench) is conditioned on the target's own earlier
-answers, taken from the vanilla run. Both runs of a
+the speculative output must equal it token for token, and a multi-turn prompt (MT-Bench) is
+conditioned on the target's own earlier answers, taken from the vanilla run. Both runs of a
 turn draw from generators seeded by (seed, prompt index, turn).
+
+A greedy mismatch (`EvalConfig.on_mismatch`): in fp32 it is a bug, and "error" (the default)
+stops the evaluation. In bf16 a tree pass and a single-token pass round differently, so at a
+near-tie the speculative output can differ from vanilla's without any loss in the algorithm;
+"record" keeps such a turn (its row's `identical` is False, its rows are kept, the history
+goes on from the vanilla answer) and goes on. Replay follows the same policy for a reference
+that is not the target's one-pass argmax somewhere (`taps.replay.reference_features`): the turn
+is scored against the reference all the same and its row counts the disagreeing positions
+(`reference_mismatches`). `taps.aggregate` counts the turns of both kinds.
 
 Replay (`EvalConfig.replay`, temperature 0 only): the target's greedy output does not depend
 on the drafters, so the vanilla loop runs once per turn for all compositions
@@ -35,8 +43,11 @@ from tqdm import tqdm
 from taps.benchmarks import Prompt, build_turn_prompt
 from taps.generate import Generation, Proposer, StopStrings, speculative_generate, vanilla_generate
 from taps.prompts import PromptFormat
-from taps.replay import checked_features, replay_greedy
+from taps.replay import checked_features, reference_features, replay_greedy
 from taps.target import TargetModel
+
+
+ON_MISMATCH = ("error", "record")  # EvalConfig.on_mismatch: stop at a greedy mismatch, or record it and go on
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ class EvalConfig:
     seed: int = 0  # seeds every turn's generators, with the prompt index and turn number
     replay: bool = False  # at T=0: score turns against the vanilla output instead of verifying (taps.replay)
     timed_prompts: int = 1  # with replay: the first n prompts also run the engine and vanilla side by side
+    on_mismatch: str = "error"  # a T=0 output or reference unlike the target's argmax: "error" stops, "record" counts
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -56,6 +68,9 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.timed_prompts < 0:
             raise ValueError(f"EvalConfig.timed_prompts must be >= 0, got {self.timed_prompts}")
+        if self.on_mismatch not in ON_MISMATCH:
+            raise ValueError(f"EvalConfig.on_mismatch must be one of {', '.join(map(repr, ON_MISMATCH))}, "
+                             f"got {self.on_mismatch!r}")
 
 
 @dataclass
@@ -64,7 +79,7 @@ class EvalRows:
 
     cycles: list[dict]  # prompt, turn, cycle, accepted, emitted, nodes, drafter, seconds
     nodes: list[dict]  # prompt, turn, cycle, node, depth, confidence, prob, entropy, accepted, drafter
-    turns: list[dict]  # prompt, turn, mode (engine | replay), new_tokens, passes, seconds, vanilla_seconds, ...
+    turns: list[dict]  # prompt, turn, mode (engine | replay), new_tokens, passes, seconds, identical, ...
     candidates: list[dict] = field(default_factory=list)  # routed, replayed cycles: every tree's signals, accepted
 
 
@@ -153,7 +168,7 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
             ids = _ids(tokenizer, history, text, fmt)
             key = {"benchmark": prompt.benchmark, "prompt": prompt.id, "turn": turn}
             ref = _reference(refs, key, ids) if replay else None
-            features = checked_features(target, ids, ref["tokens"]) if replay else None
+            features, disagree = _replay_features(target, ids, ref["tokens"], config) if replay else (None, None)
             timed = not replay or index < config.timed_prompts
             answer = None if timed else ref["tokens"]
             for name, proposer in proposers.items():
@@ -166,7 +181,7 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
                     answer = answer or vanilla.tokens  # seeded alike: every vanilla run gives the same tokens
                     spec = _engine(target, proposer, ids, config, index, turn, stop, vanilla)
                 _append(rows[name], key, len(ids), spec, vanilla if timed else None, replayed if timed else None,
-                        answer)
+                        answer, disagree)
             history.append((text, fmt.answer(tokenizer, answer)))
     return rows
 
@@ -178,18 +193,29 @@ def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], con
     return evaluate_many(target, {"": proposer}, prompts, config, references, progress, fmt)[""]
 
 
+def _replay_features(target, ids, reference: list[int], config: EvalConfig) -> tuple[torch.Tensor, int]:
+    """Replay's features of a turn and how many reference tokens are not the target's one-pass argmax
+    (with on_mismatch "error" any such token raises: `taps.replay.checked_features`)."""
+    if config.on_mismatch == "error":
+        return checked_features(target, ids, reference), 0
+    features, disagree = reference_features(target, ids, reference)
+    return features, len(disagree)
+
+
 def _engine(target, proposer, ids, config, index, turn, stop, vanilla: Generation) -> Generation:
+    """The speculative run of a timed turn; at T=0 with on_mismatch "error", raises unless it equals vanilla's."""
     spec = speculative_generate(target, proposer, ids, config.max_new_tokens, config.temperature,
                                 _generator(config.seed, index, turn), stop=stop)
-    if config.temperature == 0 and spec.tokens != vanilla.tokens:
+    if config.temperature == 0 and config.on_mismatch == "error" and spec.tokens != vanilla.tokens:
         raise RuntimeError(f"prompt {index}, turn {turn}: greedy speculative output differs from the target's "
                            "own greedy output; speculative decoding must be lossless (this is a bug)")
     return spec
 
 
 def _append(rows: EvalRows, key: dict, prompt_tokens: int, spec: Generation, vanilla: Generation | None,
-            replayed: Generation | None, answer: list[int]) -> None:
-    """One turn's rows; `vanilla` is None for a replayed turn, `replayed` set on a timed turn also replayed."""
+            replayed: Generation | None, answer: list[int], disagree: int | None) -> None:
+    """One turn's rows; `vanilla` is None for a replayed turn, `replayed` set on a timed turn also replayed,
+    `disagree` the reference tokens unlike the target's one-pass argmax (None when no reference was read)."""
     nan = float("nan")
     rows.cycles += [{**key, **c} for c in spec.cycles]
     rows.nodes += [{**key, **n} for n in spec.nodes]
@@ -204,6 +230,7 @@ def _append(rows: EvalRows, key: dict, prompt_tokens: int, spec: Generation, van
         "replay_matches": _same_records(replayed, spec) if replayed else None,
         "replay_new_tokens": len(replayed.tokens) - 1 if replayed else None,
         "replay_passes": len(replayed.cycles) if replayed else None,
+        "reference_mismatches": disagree,
     })
 
 

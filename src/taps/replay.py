@@ -10,7 +10,11 @@ over prompt + reference gives, instead of one target pass per cycle.
 That pass also checks the reference: the target's argmax at every position must be the next
 reference token, and the reference must end exactly where the loops end generation (EOS, a
 stop string or max_new_tokens; `taps.generate.cut_new_tokens`). A wrong reference (another
-target, another max_new_tokens, other stop strings) is refused rather than scored.
+target, another max_new_tokens, other stop strings) is refused rather than scored. In bf16 a
+one-pass argmax can differ from the vanilla loop's at a near-tie (other shapes, other rounding):
+`reference_features` returns the disagreeing positions instead of raising, for an evaluation
+that records them (`taps.evaluate.EvalConfig.on_mismatch`) and scores the turn against the
+reference, the vanilla output, all the same.
 
 The engine takes the drafters' features from its tree passes, replay from one pass over the
 sequence; they differ by float rounding only, so trees and acceptance lengths are the same
@@ -42,19 +46,30 @@ def _check_end(reference: list[int], max_new_tokens: int, eos: set[int], stop: S
                          "with the vanilla loop and the same max_new_tokens and stop strings")
 
 
-def checked_features(target: TargetModel, prompt: Tensor, reference: list[int], chunk: int = 64) -> Tensor:
-    """Features of prompt + reference[:-1] ([L + n - 1, H]); raises unless every reference token is
-    the target's argmax after what precedes it (the full-vocabulary head, a chunk of rows at a time)."""
+def reference_features(target: TargetModel, prompt: Tensor, reference: list[int],
+                       chunk: int = 64) -> tuple[Tensor, dict[int, int]]:
+    """Features of prompt + reference[:-1] ([L + n - 1, H]), and {i: the target's argmax} at every i
+    where reference[i] is not the target's argmax after what precedes it (the full-vocabulary head,
+    a chunk of rows at a time); {} for the target's own greedy continuation."""
     seq = torch.cat([prompt, torch.tensor(reference[:-1], dtype=prompt.dtype)])
     features = target.forward(seq, chain(seq.numel()), target.new_cache())
     first = prompt.numel() - 1  # this row predicts reference[0]
+    disagree = {}
     for lo in range(first, seq.numel(), chunk):
         got = target.logits(features[lo: lo + chunk]).argmax(-1).tolist()
-        for i, (want, have) in enumerate(zip(reference[lo - first:], got), start=lo - first):
-            if want != have:
-                raise ValueError(f"replay: the reference is not this target's greedy continuation: token {i} is "
-                                 f"{want} but the target's argmax is {have}; build it with the same target and "
-                                 "prompt")
+        disagree |= {i: have for i, (want, have) in enumerate(zip(reference[lo - first:], got), start=lo - first)
+                     if want != have}
+    return features, disagree
+
+
+def checked_features(target: TargetModel, prompt: Tensor, reference: list[int], chunk: int = 64) -> Tensor:
+    """`reference_features`' features; raises unless every reference token is the target's argmax."""
+    features, disagree = reference_features(target, prompt, reference, chunk)
+    if disagree:
+        i = min(disagree)
+        raise ValueError(f"replay: the reference is not this target's greedy continuation: token {i} is "
+                         f"{reference[i]} but the target's argmax is {disagree[i]}; build it with the same target "
+                         "and prompt")
     return features
 
 

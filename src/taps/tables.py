@@ -1,9 +1,10 @@
 """The paper's tables, built only from the saved result frames, and their Markdown, LaTeX and CSV files.
 
-Every table takes E (`evaluations.parquet`, one row per evaluation, built by taps.aggregate) and
-returns a DataFrame of display strings: no number is typed in by hand or averaged twice. A blank
-cell means the evaluation (or the paper's number) does not exist. `main_numbers` is the tidy
-numeric form of the main table, meant for its CSV. The writers need neither jinja2 nor tabulate.
+Every table takes E (`evaluations.parquet`, one row per evaluation, built by taps.aggregate; the
+replay table also the `replay` frame) and returns a DataFrame of display strings: no number is
+typed in by hand or averaged twice. A blank cell means the evaluation (or the paper's number)
+does not exist. `main_numbers` is the tidy numeric form of the main table, meant for its CSV.
+The writers need neither jinja2 nor tabulate.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from taps.aggregate import replay_error
 from taps.benchmarks import DISPLAY_NAMES
 
 BENCHMARKS = DISPLAY_NAMES
@@ -169,15 +171,48 @@ def routing_table(E: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _count(value) -> str:
+    """An integer count as text; '' when missing."""
+    return "" if pd.isna(value) else str(int(value))
+
+
 def speed_table(E: pd.DataFrame) -> pd.DataFrame:
     """Wall-clock speed of every evaluation with timed turns: tokens/s of the engine and of vanilla
-    decoding, speedup, whether greedy outputs were identical, and engine minus replay tau with its CI."""
+    decoding, speedup, whether greedy outputs were identical and on how many turns they were not
+    (`mismatched turns`, blank at T > 0), and engine minus replay tau with its CI."""
     rows = [{**_labels((r.target, r.backbone, r.temperature, r.composition)),
              "benchmark": DISPLAY.get(r.benchmark, r.benchmark), "timed turns": str(int(r.timed_turns)),
              "tokens/s": f"{r.tokens_per_s:.1f}", "vanilla tokens/s": f"{r.vanilla_tokens_per_s:.1f}",
              "speedup": f"{r.speedup:.2f}x", "identical": _flag(r.identical),
+             "mismatched turns": _count(getattr(r, "mismatched_turns", NAN)),  # NaN: a frame from before the count
              "replay diff": fmt_ci(r.replay_diff, r.replay_diff_low, r.replay_diff_high, signed=True)}
             for r in _ordered(E[E["timed_turns"] > 0]).itertuples()]
+    return pd.DataFrame(rows)
+
+
+def _reference_mismatches(E: pd.DataFrame) -> str:
+    """'k of n': turns whose reference disagrees with the target's one-pass argmax, of the turns replayed,
+    each reference turn counted once (every T=0 evaluation of a target x benchmark replays the same
+    references); '' when no evaluation recorded it."""
+    if "reference_mismatched_turns" not in E or E["reference_mismatched_turns"].isna().all():
+        return ""
+    per_reference = E[E["reference_mismatched_turns"].notna()].groupby(["target", "benchmark"]).agg(
+        bad=("reference_mismatched_turns", "max"), turns=("turns", "max"))
+    return f"{int(per_reference.bad.sum())} of {int(per_reference.turns.sum())}"
+
+
+def replay_table(replay: pd.DataFrame, E: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Replay's measured error, for all backbones then each: timed T=0 turns decoded by both the engine
+    and replay (`taps.aggregate.replay_turns`), turns whose records differed, the engine - replay tau
+    [95% CI] (`replay_error`), and the reference turns not the target's one-pass argmax (from E)."""
+    greedy = E[E["temperature"] == 0]
+    of = lambda df, backbone: df if backbone is None or df.empty else df[df["backbone"] == backbone]  # noqa: E731
+    rows = []
+    for backbone in [None, *sorted({*(replay["backbone"] if len(replay) else []), *greedy["backbone"]})]:
+        err = replay_error(of(replay, backbone), seed)
+        rows.append({"backbone": backbone or "all", "timed turns": err["turns"], "records differ": err["differing"],
+                     "engine - replay tau": f"{err['diff']:+.3f} [{err['low']:+.3f}, {err['high']:+.3f}]",
+                     "reference mismatches": _reference_mismatches(of(greedy, backbone))})
     return pd.DataFrame(rows)
 
 

@@ -10,7 +10,9 @@ verification `compact` keeps the accepted path in the cache and drops the rest.
 
 The adapter turns the model's linear layers into `taps.linear.FastLinear` (same weights; on the
 CPU, a faster product for the few rows decoding feeds them) and computes logits the same way;
-a model handed to TargetModel is changed in place.
+a model handed to TargetModel is changed in place. With `fp32_logits` the target's own head
+computes in fp32 from the model's features (for a bf16 target on a GPU), so greedy near-ties
+are not decided by the head's bf16 rounding.
 """
 
 from __future__ import annotations
@@ -56,10 +58,13 @@ class Fingerprint:
 class TargetModel:
     """A causal LM seen as: features of tree nodes over a KV cache, logits of features."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer=None, name: str = ""):
+    def __init__(self, model: PreTrainedModel, tokenizer=None, name: str = "", fp32_logits: bool = False):
         self.model = speed_up_linears(model.eval().requires_grad_(False))
         self.tokenizer = tokenizer
         self.name = name or model.config.name_or_path
+        # logits of the target's own head in fp32 from the model-dtype features (see `logits`)
+        self.fp32_logits = fp32_logits
+        self._head32: tuple | None = None  # ((data_ptr, version) of the head weight, fp32 weight, fp32 bias)
         self.config = model.config.get_text_config()
         self.body = model.get_decoder()
         self.lm_head = model.get_output_embeddings()
@@ -136,12 +141,38 @@ class TargetModel:
         return weight[rows].detach(), None if bias is None else bias[rows].detach()
 
     def logits(self, features: Tensor, head: tuple[Tensor, Tensor | None] | None = None) -> Tensor:
-        """Features [..., H] -> logits [..., V] through the target's head (or a cut of it from `head`)."""
-        weight, bias = head if head is not None else self.head()
+        """Features [..., H] -> logits [..., V] through the target's head (or a cut of it from `head`).
+
+        With `fp32_logits`, the target's own head (`head` None) computes in fp32: the features are
+        upcast and multiplied by an fp32 copy of the head (softcap in fp32 too), so in a bf16 target
+        the head's product adds no rounding of its own and every caller (vanilla loop, prefill,
+        verification's `NodeLogits`, replay's check) reads the same fp32 logits. The copy is made on
+        first use and only for a head that is not fp32 already: on an fp32 target the switch changes
+        nothing and costs no memory. A given `head` is used as it is, in the model's dtype: drafters
+        always pass theirs (the whole head for a full vocabulary, else its cut), so drafting keeps
+        its cost. fp32 logits fix the head's rounding, not the body's: bf16 tree and
+        single-token passes still give slightly different features.
+        """
+        if head is None and self.fp32_logits:
+            weight, bias = self._fp32_head()
+            features = features.float()
+        else:
+            weight, bias = head if head is not None else self.head()
         out = linear(features, weight, bias)
         if self.softcap:
             out = torch.tanh(out / self.softcap) * self.softcap
         return out
+
+    def _fp32_head(self) -> tuple[Tensor, Tensor | None]:
+        """The head's weight and bias in fp32: the head itself when fp32, else a copy kept while it is unchanged."""
+        weight, bias = self.head()
+        if weight.dtype == torch.float32:
+            return weight, bias
+        key = (weight.data_ptr(), weight._version)
+        if self._head32 is None or self._head32[0] != key:
+            self._head32 = None  # free the stale copy before making the new one
+            self._head32 = (key, weight.detach().float(), None if bias is None else bias.detach().float())
+        return self._head32[1], self._head32[2]
 
     def embed(self, tokens: Tensor) -> Tensor:
         """The target's own input embedding (with any scaling its family applies)."""
@@ -199,7 +230,8 @@ class TargetModel:
         """Refuse a model whose logits the adapter cannot reproduce exactly from its features."""
         ids = torch.arange(4, device=self.device)[None] % self.vocab_size
         expected = self.model(input_ids=ids).logits[0].float()
-        got = self.logits(self.forward(ids[0].cpu(), torch.arange(-1, 3), self.new_cache())).float()
+        features = self.forward(ids[0].cpu(), torch.arange(-1, 3), self.new_cache())
+        got = self.logits(features, self.head()).float()  # the head given: in the model's dtype, as its forward
         if not torch.allclose(got, expected, atol=1e-3 * max(1.0, expected.abs().max().item()), rtol=1e-3):
             raise ValueError(f"target {self.name!r} ({type(self.model).__name__}): logits from the last hidden "
                              "state do not match the model's own forward; its output head is not supported")
@@ -265,15 +297,16 @@ def load_target(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
+    fp32_logits: bool = False,
 ) -> TargetModel:
-    """Load a target by packaged name, .gguf path, local directory or hub id."""
+    """Load a target by packaged name, .gguf path, local directory or hub id (`fp32_logits`: TargetModel.logits)."""
     device = default_device() if device in (None, "auto") else torch.device(device)
     dtype = dtype or default_dtype(device)
     path, extra = resolve_target(name)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
                                                  device_map=str(device), **extra)  # straight onto the device
-    return TargetModel(model, tokenizer, name=name)
+    return TargetModel(model, tokenizer, name=name, fp32_logits=fp32_logits)
 
 
 def write_target_spec(target: TargetModel, model: str, trust_remote_code: bool, path: str) -> None:
@@ -297,10 +330,11 @@ def load_tokenizer_spec(path: str):
     return AutoTokenizer.from_pretrained(model, trust_remote_code=spec["trust_remote_code"], **extra)
 
 
-def load_target_spec(path: str, device: str | torch.device | None = None) -> TargetModel:
+def load_target_spec(path: str, device: str | torch.device | None = None, fp32_logits: bool = False) -> TargetModel:
     """Load the target a target.json describes; refuse if the model behind it has changed."""
     spec = _read_spec(path)
-    target = load_target(spec["model"], device=device, trust_remote_code=spec["trust_remote_code"])
+    target = load_target(spec["model"], device=device, trust_remote_code=spec["trust_remote_code"],
+                         fp32_logits=fp32_logits)
     target.name = spec["fingerprint"]["name"]
     diff = Fingerprint(**spec["fingerprint"]).mismatches(target.fingerprint())
     if diff:

@@ -150,15 +150,22 @@ def reference_input(target, benchmark, temperature):
 
 
 def eval_settings(temperature=0, benchmark=None):
-    """prompts, max_new_tokens, replay, timed_prompts and tree of the evaluate section, as an evaluation at
-    `temperature` on `benchmark` uses them (at T=0, no timed prompts where evaluate.timed_benchmarks leaves it out;
-    at T > 0 every turn runs the engine anyway)."""
+    """prompts, max_new_tokens, replay, timed_prompts, on_mismatch, fp32_logits and tree of the evaluate section,
+    as an evaluation at `temperature` on `benchmark` uses them (at T=0, no timed prompts where
+    evaluate.timed_benchmarks leaves it out; at T > 0 every turn runs the engine anyway)."""
     ev = config["evaluate"]
     settings = {k: v for k, v in ev.items() if k not in (
         "compositions", "benchmarks", "temperatures", "fewshot", "sampled", "threads", "timed_benchmarks")}
     if is_greedy(temperature) and benchmark is not None and benchmark not in ev.get("timed_benchmarks", [benchmark]):
         settings["timed_prompts"] = 0
     return {**settings, "prompts": eval_plan(temperature)[3]}
+
+
+def reference_settings():
+    """The settings the vanilla references depend on: prompts, max_new_tokens, and fp32_logits (the logits
+    the greedy output is read from); on_mismatch only matters where an output is compared, so it is left out
+    and changing it does not rebuild the references."""
+    return {k: v for k, v in eval_settings(0).items() if k in ("prompts", "max_new_tokens", "fp32_logits")}
 
 
 # the tidy frames, tables and figures that report.smk writes

@@ -15,7 +15,7 @@ rule reference:
         f"{RESULTS}/benchmarks/reference/{{target}}/{{benchmark}}.tsv"
     params:
         benchmark=lambda w: json_arg(config["evaluate"]["benchmarks"][w.benchmark]),
-        settings=lambda w: json_arg({k: v for k, v in eval_settings(0).items() if k in ("prompts", "max_new_tokens")}),
+        settings=lambda w: json_arg(reference_settings()),
         data_dir=config["data_dir"],
         seed=config["seed"],
         dev=device_args(eval_threads()),

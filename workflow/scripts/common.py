@@ -19,10 +19,10 @@ def add_target_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2)
 
 
-def open_target(args: argparse.Namespace) -> TargetModel:
-    """Set the thread count, then load the target from its target.json."""
+def open_target(args: argparse.Namespace, fp32_logits: bool = False) -> TargetModel:
+    """Set the thread count, then load the target from its target.json (`fp32_logits`: TargetModel.logits)."""
     torch.set_num_threads(args.threads)
-    return load_target_spec(args.target, device=args.device)
+    return load_target_spec(args.target, device=args.device, fp32_logits=fp32_logits)
 
 
 def add_benchmark_args(parser: argparse.ArgumentParser) -> None:

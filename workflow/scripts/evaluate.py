@@ -42,14 +42,15 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.outs) != len(args.compositions):
         parser.error(f"--outs names {len(args.outs)} directories for {len(args.compositions)} compositions")
-    target = open_target(args)
+    target = open_target(args, fp32_logits=args.settings.get("fp32_logits", False))
     tree = TreeConfig(**args.settings.get("tree", {}))
     drafters = {name: Drafter.load(path, target) for name, path in (d.split("=", 1) for d in args.drafters)}
     proposers = {name: compose(spec["composition"], proposers_for([drafters[d] for d in spec["drafters"]], tree),
                                **spec.get("options", {}))
                  for name, spec in args.compositions.items()}
     config = EvalConfig(args.temperature, args.settings.get("max_new_tokens", 128), args.seed,
-                        args.settings.get("replay", False), args.settings.get("timed_prompts", 1))
+                        args.settings.get("replay", False), args.settings.get("timed_prompts", 1),
+                        args.settings.get("on_mismatch", EvalConfig.on_mismatch))
     references = read_references(args.references) if args.references else None
     rows = evaluate_many(target, proposers, benchmark_prompts(args), config, references=references,
                          fmt=prompt_format(args, target.tokenizer))

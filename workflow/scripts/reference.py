@@ -12,7 +12,7 @@ def main() -> None:
     add_benchmark_args(parser)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    target = open_target(args)
+    target = open_target(args, fp32_logits=args.settings.get("fp32_logits", False))  # as the evaluations read it
     config = EvalConfig(0.0, args.settings.get("max_new_tokens", 128), args.seed)
     rows = reference_rows(target, benchmark_prompts(args), config, fmt=prompt_format(args, target.tokenizer))
     write_references(rows, args.out)
