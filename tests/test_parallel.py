@@ -99,3 +99,21 @@ def test_two_gloo_processes_train_what_one_process_trains_on_the_same_global_bat
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.cuda
+@cuda
+def test_on_cuda_a_bf16_target_trains_online_with_fp32_master_weights_under_autocast(tmp_path):
+    target = tiny_target(dtype=torch.bfloat16)
+    target.model.to("cuda")
+    data = write_data(tmp_path / "data.parquet")
+    online = OnlineFeatures(target, [(data, None)], torch.arange(40))
+    config = TrainConfig(backbone="hass", **{**CONFIG, "checkpoint_dtype": "bfloat16"})
+    metrics = train_drafter(target, online, str(tmp_path / "run"), config, progress=False)
+    assert metrics.loss.notna().all() and metrics.loss.iloc[-3:].mean() < metrics.loss.iloc[:3].mean()
+    state = load_file(next((tmp_path / "run" / "state").glob("step-*")) / "drafter.safetensors")
+    assert state["fc.weight"].dtype == torch.float32
+    assert load_file(tmp_path / "run" / "drafter" / "drafter.safetensors")["fc.weight"].dtype == torch.bfloat16
