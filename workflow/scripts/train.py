@@ -4,6 +4,7 @@ online features; resumable from --workdir. Under torchrun (WORLD_SIZE > 1) each 
 
 import argparse
 import dataclasses
+import datetime
 import json
 import os
 
@@ -35,7 +36,8 @@ def start_processes(args: argparse.Namespace) -> None:
     if cuda:
         args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
         torch.cuda.set_device(args.device)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # rank 0 validates alone at each epoch's end while the others wait in the next reduction
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=2))
 
 
 def main() -> None:
