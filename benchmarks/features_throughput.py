@@ -2,11 +2,12 @@
 
 Figures over the same sequences, one sequence at a time (batch 1): the model body's own causal
 forward (`target.body`, Hugging Face's default mask), the adapter's `target.forward` (explicit
-4-D mask and position ids: what extraction runs), and `extract_features` end to end (Parquet
+4-D mask and position ids), and `extract_features` end to end (Parquet
 reading, the forward, dtype conversion, shard writing, vocabulary counting, publishing) for
 bf16 and fp32 storage. The methods take turns for `--rounds` rounds and each reports its best
 round, so load from other processes on a shared CPU biases none of them. Prints figures; it
-is not a test.
+is not a test. Extraction itself now runs `TargetModel.forward_batch`, rows of one context on top
+of its cache; `benchmarks/extract_throughput.py` compares one row per forward with padded batches.
 
     python benchmarks/features_throughput.py --sequences 20 --threads 2 --rounds 3
 """
