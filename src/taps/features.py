@@ -111,6 +111,21 @@ def read_rows(data_path: str | Path, limit: int | None = None, batch_rows: int =
             row += 1
 
 
+def _require_data(path) -> None:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"training data {path} does not exist; it is written by "
+                                "taps.data.prepare_dataset (the workflow's data-preparation step)")
+
+
+def target_rows(target: TargetModel, data_path, limit: int | None = None) -> Iterator[Row]:
+    """`read_rows`, refusing a row whose ids fall outside the target's vocabulary."""
+    for index, row in enumerate(read_rows(data_path, limit)):
+        if row.input_ids.min() < 0 or row.input_ids.max() >= target.vocab_size:
+            raise ValueError(f"training data {data_path}, row {index}: token ids outside the target's "
+                             f"vocabulary [0, {target.vocab_size}); was it tokenised for another target?")
+        yield row
+
+
 # ---------------------------------------------------------------- writing
 
 
@@ -276,10 +291,7 @@ def _extract_into(target: TargetModel, data_path, writer: ShardWriter, limit: in
         batch.clear()
 
     with tqdm(total=total, desc="features", unit="seq", disable=not progress) as bar:
-        for index, row in enumerate(read_rows(data_path, limit)):
-            if row.input_ids.min() < 0 or row.input_ids.max() >= target.vocab_size:
-                raise ValueError(f"training data {data_path}, row {index}: token ids outside the target's "
-                                 f"vocabulary [0, {target.vocab_size}); was it tokenised for another target?")
+        for row in target_rows(target, data_path, limit):
             longest = max([len(r.input_ids) - r.context for r in batch] + [len(row.input_ids) - row.context])
             if batch and (not torch.equal(batch[0].input_ids[:batch[0].context], row.input_ids[:row.context])
                           or (len(batch) + 1) * longest > batch_tokens):
@@ -357,9 +369,7 @@ def extract_features(
     _check_settings(target, shard_tokens, dtype, draft_vocab_size, limit, vocab_tokens)
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
-    if not os.path.isfile(data_path):
-        raise FileNotFoundError(f"training data {data_path} does not exist; it is written by "
-                                "taps.data.prepare_dataset (the workflow's data-preparation step)")
+    _require_data(data_path)
     out_dir = os.path.abspath(out_dir)
     _check_destination(out_dir)
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
@@ -648,18 +658,12 @@ class OnlineFeatures:
         self.target, self._d2t = target, d2t.long()
         self.rows: list[Row] = []
         for path, count in parts:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"training data {path} does not exist; it is written by "
-                                        "taps.data.prepare_dataset (the workflow's data-preparation step)")
-            rows = list(read_rows(path))
+            _require_data(path)
+            rows = list(target_rows(target, path))
             orders = [r.order for r in rows]
             if count is not None and max(orders, default=-1) + 1 < count:
                 raise ValueError(f"{path} holds the first {max(orders, default=-1) + 1} conversations of its source, "
                                  f"fewer than the {count} asked for")
-            for index, row in enumerate(rows):
-                if row.input_ids.min() < 0 or row.input_ids.max() >= target.vocab_size:
-                    raise ValueError(f"training data {path}, row {index}: token ids outside the target's vocabulary "
-                                     f"[0, {target.vocab_size}); was it tokenised for another target?")
             self.rows += [r for r in rows if count is None or r.order < count]
         if self._d2t.min() < 0 or self._d2t.max() >= target.vocab_size:
             raise ValueError(f"the draft vocabulary holds ids outside the target vocabulary [0, {target.vocab_size})")
