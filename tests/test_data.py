@@ -180,6 +180,67 @@ def test_hub_source_without_datasets_asks_for_a_local_file(monkeypatch):
         load_source(spec)
 
 
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """A directory standing in for the hub; `datasets` offline with its cache under tmp_path."""
+    datasets = pytest.importorskip("datasets")
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    # datasets reads these at import, which another test may have done already
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf" / "datasets")
+    return tmp_path / "hub"
+
+
+def hub_source(name, entry, data_dir=None):
+    """A config `sources` entry read as the workflow reads it (workflow/scripts/answers.py: the entry without
+    its answer keys, common.smk's source_reading, into Source and load_source)."""
+    reading = {k: v for k, v in entry.items() if k not in ("responses", "fewshot", "turns")}
+    return load_source(Source(name=name, **reading), data_dir)
+
+
+def test_hub_sharegpt_source_reads_conversations_in_order(offline_hub, tmp_path):
+    """Rows as in Aeala/ShareGPT_Vicuna_unfiltered: {id, conversations: [{from, value}]}, a JSON array."""
+    rows = [
+        {"id": "a", "conversations": [{"from": "system", "value": "Be brief."},
+                                      {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"},
+                                      {"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]},
+        {"id": "b", "conversations": [{"from": "gpt", "value": "(cut) tail"}, {"from": "human", "value": "Why?"},
+                                      {"from": "gpt", "value": "Because."}, {"from": "human", "value": "Ok"}]},
+        {"id": "c", "conversations": [{"from": "bing", "value": "x"}, {"from": "gpt", "value": "y"}]},
+    ]
+    (sharegpt := offline_hub / "sharegpt").mkdir(parents=True)
+    (sharegpt / "train.json").write_text(json.dumps(rows))
+    conversations = hub_source("sharegpt", {"kind": "hub", "hub_id": str(sharegpt), "responses": "dataset"})
+    assert conversations == [
+        [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello!"), ("user", "2+2?"), ("assistant", "4")],
+        [("user", "Why?"), ("assistant", "Because.")],  # leading reply and trailing question cut; "bing" dropped
+    ]
+    assert (tmp_path / "hf" / "datasets").is_dir()  # the datasets cache went under tmp_path
+
+
+def test_hub_qa_source_reads_the_named_fields(offline_hub):
+    """Rows as in TIGER-Lab/MathInstruct ({source, instruction, output}), declared as config/paper.yaml does."""
+    rows = [{"source": "data/gsm8k", "instruction": f"What is {i} + {i}?", "output": f"{i} + {i} = {2 * i}"}
+            for i in range(3)]
+    (math := offline_hub / "mathinstruct").mkdir(parents=True)
+    (math / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    entry = {"kind": "hub", "hub_id": str(math), "question_field": "instruction", "answer_field": "output",
+             "responses": "dataset"}
+    assert hub_source("mathinstruct", entry) == [
+        [("user", f"What is {i} + {i}?"), ("assistant", f"{i} + {i} = {2 * i}")] for i in range(3)]
+
+    with pytest.raises(RuntimeError, match="cannot load .* split 'test'"):
+        hub_source("mathinstruct", {**entry, "split": "test"})
+    with pytest.raises(ValueError, match=r"no field 'question', 'answer'; its fields are \['source', 'instruction', "
+                                         r"'output'\]. Set the source's question_field/answer_field"):
+        hub_source("mathinstruct", {"kind": "hub", "hub_id": str(math)})
+    with pytest.raises(ValueError, match=r"no field 'reply';"):
+        hub_source("mathinstruct", {**entry, "answer_field": "reply"})
+
+
 def test_unknown_source_kind_lists_the_known_ones():
     with pytest.raises(ValueError, match="sharegpt, jsonl, hub"):
         Source("x", "csv")

@@ -201,12 +201,17 @@ def read_hub(hub_id: str, split: str = "train", question_field: str = "question"
         rows = datasets.load_dataset(hub_id, split=split)
     except Exception as err:  # missing package, offline, unknown id: one message for all
         raise RuntimeError(
-            f"cannot load {hub_id!r} from the Hugging Face hub ({type(err).__name__}: {err}). Without the "
-            "hub, point this source at a local JSONL file instead: kind 'jsonl', `path` to the file (relative "
-            "to the data directory), question_field/answer_field naming its fields (offline, GSM8K train: "
-            "gsm8k_train.jsonl with question/answer)") from err
+            f"cannot load {hub_id!r} split {split!r} from the Hugging Face hub ({type(err).__name__}: {err}). "
+            "Without the hub, point this source at a local JSONL file instead: kind 'jsonl', `path` to the file "
+            "(relative to the data directory), question_field/answer_field naming its fields (offline, GSM8K "
+            "train: gsm8k_train.jsonl with question/answer)") from err
     if "conversations" in rows.column_names:
         return [c for c in map(sharegpt_conversation, rows) if c is not None]
+    missing = [field for field in (question_field, answer_field) if field not in rows.column_names]
+    if missing:
+        raise ValueError(f"{hub_id!r} split {split!r}: no field {', '.join(map(repr, missing))}; its fields are "
+                         f"{rows.column_names}. Set the source's question_field/answer_field to name them "
+                         f"(rows with a `conversations` field are read as ShareGPT)")
     return [qa_conversation(row[question_field], row[answer_field]) for row in rows]
 
 
