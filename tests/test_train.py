@@ -315,6 +315,21 @@ def test_hass_warm_start_begins_from_the_eagle_checkpoint(target, features, tmp_
     assert torch.isfinite(loss)
 
 
+def test_eagle_architecture_trains_its_bias_and_warm_starts_only_from_its_own_layout(target, features, tmp_path):
+    eagle = TrainConfig(**{**FAST, "epochs": 1, "architecture": "eagle"})
+    train_drafter(target, features, str(tmp_path / "eagle"), eagle, progress=False)
+    trained = Drafter.load(str(tmp_path / "eagle" / "drafter"), target)
+    assert trained.config.architecture == "eagle" and trained.fc.bias.abs().sum() > 0  # the bias learned
+    for arch in ("taps", "eagle"):
+        hass = TrainConfig(backbone="hass", warm_start=str(tmp_path / "eagle" / "drafter"),
+                           **{**FAST, "epochs": 1, "architecture": arch})
+        if arch == "taps":
+            with pytest.raises(ValueError, match="architecture 'eagle', this run 'taps'"):
+                build_drafter(target, FeatureShards(features), hass)
+        else:
+            assert torch.equal(build_drafter(target, FeatureShards(features), hass).fc.bias, trained.fc.bias)
+
+
 # --- validation and the kept epoch -------------------------------------------------------------
 def test_validation_matches_a_per_sequence_forward_whatever_the_backbone(target, features):
     """Step-1 agreements of the batched validation = a causal forward of one sequence at a time."""

@@ -9,6 +9,12 @@ target's config through `AutoModel` (no copied modeling code).
 Optionally the drafter scores a reduced draft vocabulary — the N most frequent tokens, with
 `d2t` mapping draft ids back to target ids — because a 262k-token head dominates CPU cost.
 
+Two layouts (`DrafterConfig.architecture`): "taps" (fc without bias; the decoder layer as the
+target's family builds it) and "eagle", EAGLE's exact one for Llama-family targets: fc with a
+bias and decoder layer 0 without its input layernorm (the fc output enters attention unnormed).
+The paper's released drafters, SafeAILab's and SGLang's EAGLE-2 take the second
+(`taps.eagle_format` reads and writes their checkpoints).
+
 A checkpoint is a directory: `drafter.safetensors` (fc, the layer, d2t) and `drafter.json`
 (the config, the layer's config, and the target's fingerprint, checked on load).
 
@@ -35,6 +41,7 @@ from taps.linear import speed_up_linears
 from taps.target import Fingerprint, TargetModel
 
 WEIGHTS, META = "drafter.safetensors", "drafter.json"
+ARCHITECTURES = ("taps", "eagle")
 
 
 @dataclass(frozen=True)
@@ -44,8 +51,11 @@ class DrafterConfig:
     backbone: str = "eagle2"  # training recipe that produced it: "eagle2" or "hass" (same architecture)
     draft_vocab_size: int | None = None  # None: the target's full vocabulary; else the N tokens in d2t
     seed: int = 0  # seed of the random initialisation
+    architecture: str = "taps"  # "taps", or "eagle": fc with a bias, no input layernorm in layer 0 (module doc)
 
     def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"DrafterConfig.architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.backbone not in ("eagle2", "hass"):
             raise ValueError(f"DrafterConfig.backbone must be 'eagle2' or 'hass', got {self.backbone!r}")
         if self.draft_vocab_size is not None and self.draft_vocab_size < 1:
@@ -77,9 +87,11 @@ class Drafter(nn.Module):
         hidden = target.hidden_size
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.fc = nn.Linear(2 * hidden, hidden, bias=False)
+            self.fc = nn.Linear(2 * hidden, hidden, bias=config.architecture == "eagle")
             self.layer = AutoModel.from_config(layer_config(target))
         del self.layer.embed_tokens  # inputs arrive as embeddings
+        if config.architecture == "eagle":
+            self.layer.layers[0].input_layernorm = nn.Identity()
         self.layer.norm = nn.Identity()  # the drafter predicts the (already normed) feature itself
         if config.draft_vocab_size is None:
             d2t = torch.arange(target.vocab_size) if d2t is None else d2t

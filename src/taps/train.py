@@ -91,7 +91,7 @@ from transformers import DynamicCache
 from taps import parallel
 from taps.checkpoint import load_state, prune_best, run_identity, save_best, save_final, save_state, select_best
 from taps.data import write_parquet_atomic
-from taps.drafter import Drafter, DrafterConfig
+from taps.drafter import ARCHITECTURES, Drafter, DrafterConfig
 from taps.features import FeatureSequence, FeatureShards
 from taps.target import TargetModel
 from taps.tree import additive_mask
@@ -134,6 +134,7 @@ class TrainConfig:
     draft_vocab_size: int | None = None  # must equal the shards' d2t size; None: take it from them
     warm_start: str | None = None  # drafter checkpoint directory to start from (e.g. EAGLE-2 for HASS)
     checkpoint_dtype: str = "float32"  # dtype of the finished drafter/ weights: float32, bfloat16 or float16
+    architecture: str = "taps"  # the drafter's layout: "taps" or "eagle" (EAGLE's exact one; taps.drafter)
 
     def __post_init__(self) -> None:
         checks = [
@@ -160,6 +161,7 @@ class TrainConfig:
             (self.draft_vocab_size is None or self.draft_vocab_size >= 1, "draft_vocab_size must be >= 1 or None"),
             (self.checkpoint_dtype in CHECKPOINT_DTYPES,
              f"checkpoint_dtype must be one of {sorted(CHECKPOINT_DTYPES)}, got {self.checkpoint_dtype!r}"),
+            (self.architecture in ARCHITECTURES, f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -474,10 +476,14 @@ def build_drafter(target: TargetModel, shards: Features, config: TrainConfig) ->
         raise ValueError(f"TrainConfig.draft_vocab_size is {config.draft_vocab_size} but the features' "
                          f"vocab.safetensors maps {d2t.numel()} draft ids")
     full = d2t.numel() == target.vocab_size and torch.equal(d2t, torch.arange(target.vocab_size))
-    dconfig = DrafterConfig(backbone=config.backbone, draft_vocab_size=None if full else d2t.numel(), seed=config.seed)
+    dconfig = DrafterConfig(backbone=config.backbone, draft_vocab_size=None if full else d2t.numel(), seed=config.seed,
+                            architecture=config.architecture)
     drafter = Drafter(target, dconfig, None if full else d2t, dtype=torch.float32)  # fp32 master weights
     if config.warm_start:
         start = Drafter.load(config.warm_start, target, dtype=torch.float32)
+        if start.config.architecture != config.architecture:
+            raise ValueError(f"warm_start {config.warm_start!r} has architecture {start.config.architecture!r}, "
+                             f"this run {config.architecture!r}: set the same train.<backbone>.architecture for both")
         if not torch.equal(start.d2t.cpu(), drafter.d2t.cpu()):
             raise ValueError(f"warm_start {config.warm_start!r} has another draft vocabulary (d2t) than the features")
         drafter.load_state_dict(start.state_dict())
