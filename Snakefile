@@ -35,4 +35,5 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         drafter_outputs(),
+        export_outputs(),
         report_outputs(),

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from taps.compose import COMPOSITIONS
 
@@ -88,7 +90,29 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
     assert "main.md" in html and "routing_oracle.png" in html and "findings.md" in html
     again = _snakemake("-n", "--configfile", "config/smoke.yaml", "--config", f"results={results}", f"data_dir={DATA}")
     assert "Nothing to be done" in again.stdout + again.stderr  # nothing changed: no job runs again
+    _exports_import_back_as_released_drafters(results, tmp_path)
     shutil.rmtree(results)
+
+
+def _exports_import_back_as_released_drafters(results, tmp_path):
+    """The smoke `export` wrote math in SGLang's layout; named as a released drafter (rule import_drafter)
+    it comes back with the trained weights."""
+    exports = {b: results / "export" / "tiny" / b / "math" for b in ("eagle2", "hass")}
+    for export in exports.values():
+        assert json.loads((export / "config.json").read_text())["architectures"] == ["LlamaForCausalLMEagle"]
+        assert (export / "model.safetensors").is_file() and (export / "token_map.pt").is_file()
+    extra = tmp_path / "released.yaml"
+    extra.write_text(yaml.safe_dump({"targets": {"tiny": {"released": {
+        b: {"released-math": str(e)} for b, e in exports.items()}}}}))
+    imported = [results / "released" / "tiny" / b / "released-math" / "drafter" for b in exports]
+    run = _snakemake("--cores", "2", *map(str, imported), "--configfile", "config/smoke.yaml", str(extra),
+                     "--config", f"results={results}", f"data_dir={DATA}")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "rule train" not in run.stdout + run.stderr
+    for backbone, drafter in zip(exports, imported):
+        trained = load_file(str(results / "drafters" / "tiny" / backbone / "math" / "drafter" / "drafter.safetensors"))
+        back = load_file(str(drafter / "drafter.safetensors"))
+        assert trained.keys() == back.keys() and all(torch.equal(trained[k], back[k]) for k in trained)
 
 
 def test_online_features_multi_gpu_training_and_config_resources_reach_the_jobs(tmp_path):
@@ -112,3 +136,40 @@ def test_online_features_multi_gpu_training_and_config_resources_reach_the_jobs(
     assert "mem_mb=64000" in resources["train"] and "runtime=600" in resources["train"]
     assert "gpu=2" in resources["train"] and "gpu=2" in resources["regenerate"] and "gpu=0" in resources["average"]
     assert "gpu=1" in resources["evaluate_greedy"]
+
+
+def _jobs(out):
+    """rule name -> number of jobs, from a dry run's job stats table."""
+    table = out.split("Job stats:")[1].split("\n\n")[0]
+    return {line.split()[0]: int(line.split()[1]) for line in table.splitlines()[3:] if line.strip()}
+
+
+def test_paper_config_dry_run_with_the_slurm_profile_lists_training_and_the_released_drafters(tmp_path):
+    """config/paper.yaml under profiles/slurm: the whole DAG, with the paper's released drafters imported and
+    evaluated beside the trained ones; `released` alone evaluates them with nothing trained."""
+    args = ["-n", "-p", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml",
+            "--config", f"results={tmp_path / 'paper'}"]
+    run = _snakemake(*args)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    jobs = _jobs(out)
+    assert jobs["train"] == 8 and jobs["import_drafter"] == 8 and jobs["export_drafter"] == 4
+    assert jobs["evaluate_greedy"] == jobs["evaluate_greedy_released"] == 8 and jobs["tables"] == 1
+    imports = [line for line in out.splitlines() if "workflow/scripts/import_drafter.py" in line]
+    assert any("--source 'zbeeb/Eagle-MathInstruct_20epochs' --backbone eagle2" in line for line in imports)
+    assert any("--source 'zbeeb/Hass-MathInstruct_20epochs' --backbone hass" in line for line in imports)
+    assert "gpu=1" in out.split("\nrule evaluate_greedy_released:")[1].split("\n\n")[0]
+    released = _snakemake(*args, "released")
+    assert released.returncode == 0, (released.stdout + released.stderr)[-4000:]
+    jobs = _jobs(released.stdout + released.stderr)
+    assert jobs["import_drafter"] == 8 and jobs["evaluate_greedy_released"] == 8
+    assert not {"train", "extract_features", "prepare_data", "average", "evaluate_greedy"} & set(jobs)
+
+
+def test_a_composition_naming_an_unknown_drafter_is_refused_and_named(tmp_path):
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["evaluate"]["compositions"]["ghost"] = {"composition": "single", "drafters": ["ghostly"]}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    run = _snakemake("-n", "--configfile", str(bad))
+    assert run.returncode != 0 and "['ghostly'] are named for target 'tiny'" in run.stdout + run.stderr

@@ -1,5 +1,6 @@
 # Shared helpers: output paths, the resolved config per target, the command prefix.
 
+import itertools
 import json
 import os
 import shlex
@@ -21,8 +22,30 @@ def target_json(target):
     return f"{RESULTS}/targets/{target}/target.json"
 
 
-def drafter_dir(target, backbone, dataset):
-    return f"{RESULTS}/drafters/{target}/{backbone}/{dataset}/drafter"
+def released(target, backbone):
+    """name -> source (a directory or hub id) of the EAGLE-format drafters a target's config takes as released."""
+    return target_cfg(target).get("released", {}).get(backbone, {})
+
+
+def drafter_dir(target, backbone, name):
+    """A drafter: trained on a mixture (a dataset name), averaged (avg-<name>), or imported from a released
+    checkpoint, which takes the place of a trained one of the same name."""
+    if name in released(target, backbone):
+        return f"{RESULTS}/released/{target}/{backbone}/{name}/drafter"
+    return f"{RESULTS}/drafters/{target}/{backbone}/{name}/drafter"
+
+
+def check_drafter_names():
+    """Every drafter the compositions, averages and exports name exists for each target and backbone."""
+    named = {d for c in config.get("evaluate", {}).get("compositions", {}).values() for d in c["drafters"]}
+    named |= {d for members in config.get("averages", {}).values() for d in members} | set(config.get("export", []))
+    for target in config["targets"]:
+        for backbone in config["backbones"]:
+            known = set(config["datasets"]) | {f"avg-{a}" for a in config.get("averages", {})}
+            unknown = sorted(named - known - set(released(target, backbone)))
+            if unknown:
+                raise ValueError(f"drafters {unknown} are named for target {target!r}, backbone {backbone!r}, but are "
+                                 f"no dataset, no avg-<average> and not in targets.{target}.released.{backbone}")
 
 
 def json_arg(value):
@@ -79,12 +102,23 @@ def benchmark_fewshot(target, benchmark):
 
 
 def drafter_outputs():
+    """Every drafter of every target and backbone: trained, averaged, and imported (released) in their place."""
     out = []
     for target in config["targets"]:
         for backbone in config["backbones"]:
-            out += [drafter_dir(target, backbone, d) for d in config["datasets"]]
-            out += [drafter_dir(target, backbone, f"avg-{a}") for a in config.get("averages", {})]
+            names = list(config["datasets"]) + [f"avg-{a}" for a in config.get("averages", {})]
+            out += [drafter_dir(target, backbone, d) for d in dict.fromkeys(names + list(released(target, backbone)))]
     return out
+
+
+def export_dir(target, backbone, name):
+    return f"{RESULTS}/export/{target}/{backbone}/{name}"
+
+
+def export_outputs():
+    """The drafters the config's `export` names, in SGLang's EAGLE layout, for every target and backbone."""
+    return [export_dir(t, b, name) for t in config["targets"] for b in config["backbones"]
+            for name in config.get("export", [])]
 
 
 def device_args(threads=None):
@@ -118,6 +152,12 @@ def eval_plan(temperature):
     narrow = {} if is_greedy(temperature) else ev.get("sampled", {})
     return (narrow.get("backbones", config["backbones"]), narrow.get("compositions", list(ev["compositions"])),
             narrow.get("benchmarks", list(ev["benchmarks"])), narrow.get("prompts", ev.get("prompts")))
+
+
+def is_released(composition):
+    """Whether a composition combines released drafters only, for every target and backbone."""
+    names = config["evaluate"]["compositions"][composition]["drafters"]
+    return all(n in released(t, b) for n in names for t in config["targets"] for b in config["backbones"])
 
 
 def eval_dir(target, backbone, composition, benchmark, temperature):
@@ -222,3 +262,6 @@ def train_source_args(w):
 def launcher(gpus):
     """python, or torchrun with one process per GPU when a job has several (data-parallel training)."""
     return f"torchrun --standalone --nproc_per_node={gpus}" if gpus > 1 else "python"
+
+
+check_drafter_names()

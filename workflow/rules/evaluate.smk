@@ -35,17 +35,20 @@ rule reference:
 # shared (taps.evaluate.evaluate_many); each composition keeps its own output directory. Greedy
 # (T=0) and sampled (T>0, evaluate.sampled) evaluations are two rules, as they declare different
 # compositions.
+# Compositions of released drafters only (targets.<target>.released) are evaluated by jobs of their own,
+# evaluate_<kind>_released, so evaluating them needs no training: `snakemake ... released`.
 _KINDS = {"greedy": r"0(\.0*)?", "sampled": r"(?!0(\.0*)?$)[0-9]+(\.[0-9]*)?"}
 _temperatures = config.get("evaluate", {}).get("temperatures", [])
-for _kind, _temperature in _KINDS.items():
+for (_kind, _temperature), _released in itertools.product(_KINDS.items(), (False, True)):
     _at = [t for t in _temperatures if is_greedy(t) == (_kind == "greedy")]
-    _compositions = eval_plan(_at[0])[1] if _at else []
+    _compositions = [c for c in (eval_plan(_at[0])[1] if _at else []) if is_released(c) == _released]
     if not _compositions:
         continue
+    _suffix = "_released" if _released else ""
 
     rule:
         name:
-            f"evaluate_{_kind}"
+            f"evaluate_{_kind}{_suffix}"
         input:
             target=target_json("{target}"),
             drafters=lambda w, c=_compositions: list(eval_drafters(w.target, w.backbone, c).values()),
@@ -56,9 +59,9 @@ for _kind, _temperature in _KINDS.items():
         wildcard_constraints:
             temperature=_temperature,
         log:
-            f"{RESULTS}/logs/evaluate/{{target}}/{{backbone}}/{{benchmark}}/T{{temperature}}.log",
+            f"{RESULTS}/logs/evaluate{_suffix}/{{target}}/{{backbone}}/{{benchmark}}/T{{temperature}}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/evaluate/{{target}}/{{backbone}}/{{benchmark}}/T{{temperature}}.tsv"
+            f"{RESULTS}/benchmarks/evaluate{_suffix}/{{target}}/{{backbone}}/{{benchmark}}/T{{temperature}}.tsv"
         params:
             compositions=lambda w, c=_compositions: json_arg({n: config["evaluate"]["compositions"][n] for n in c}),
             drafters=lambda w, c=_compositions: " ".join(f"{n}={d}" for n, d in eval_drafters(w.target, w.backbone, c).items()),
@@ -79,3 +82,9 @@ for _kind, _temperature in _KINDS.items():
             "--references '{input.references}' --fewshot '{input.fewshot}' "
             "--seed {params.seed} {params.dev} --label {wildcards.target} {wildcards.backbone} "
             "--outs {output} > {log} 2>&1"
+
+
+# Every evaluation of released drafters alone, with the imports and references it needs and nothing trained.
+rule released:
+    input:
+        [d for d in evaluation_outputs() if is_released(d.split("/")[-3])],

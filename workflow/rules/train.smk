@@ -52,3 +52,46 @@ rule average:
     shell:
         "python workflow/scripts/average.py --target {input.target} --members {input.members} "
         "--out {output} > {log} 2>&1"
+
+
+# A released EAGLE-format drafter (a directory or hub id: targets.<target>.released.<backbone>.<name>) checked
+# against the target and stored as our own checkpoint, in place of a trained one of that name.
+rule import_drafter:
+    input:
+        target=target_json("{target}"),
+    output:
+        directory(f"{RESULTS}/released/{{target}}/{{backbone}}/{{name}}/drafter"),
+    log:
+        f"{RESULTS}/logs/import_drafter/{{target}}/{{backbone}}/{{name}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/import_drafter/{{target}}/{{backbone}}/{{name}}.tsv"
+    params:
+        source=lambda w: released(w.target, w.backbone)[w.name],
+    threads: 1
+    resources:
+        **job_resources("import_drafter", mem_mb=8000, runtime=30, gpu=False),
+    conda:
+        ENV
+    shell:
+        "python workflow/scripts/import_drafter.py --target {input.target} --source '{params.source}' "
+        "--backbone {wildcards.backbone} --out {output} > {log} 2>&1"
+
+
+# A drafter in the layout SGLang loads for --speculative-algorithm EAGLE (config.json naming
+# LlamaForCausalLMEagle, EAGLE's weight names, token_map.pt for a reduced vocabulary): the config's `export`.
+rule export_drafter:
+    input:
+        target=target_json("{target}"),
+        drafter=lambda w: drafter_dir(w.target, w.backbone, w.name),
+    output:
+        directory(f"{RESULTS}/export/{{target}}/{{backbone}}/{{name}}"),
+    log:
+        f"{RESULTS}/logs/export_drafter/{{target}}/{{backbone}}/{{name}}.log",
+    threads: 1
+    resources:
+        **job_resources("export_drafter", mem_mb=8000, runtime=30, gpu=False),
+    conda:
+        ENV
+    shell:
+        "python workflow/scripts/export_drafter.py --target {input.target} --drafter {input.drafter} "
+        "--out {output} > {log} 2>&1"

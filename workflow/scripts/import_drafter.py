@@ -1,0 +1,22 @@
+"""Import a released EAGLE-format drafter (directory or hub id) for a target, as our own checkpoint."""
+
+import argparse
+
+from taps.eagle_format import load_eagle
+from taps.target import load_target_spec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--target", required=True, help="target.json written by the target rule")
+    parser.add_argument("--source", required=True, help="checkpoint directory or hub id (owner/name)")
+    parser.add_argument("--backbone", required=True, choices=["eagle2", "hass"], help="the recipe that trained it")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    drafter = load_eagle(args.source, load_target_spec(args.target, device="cpu"), backbone=args.backbone)
+    drafter.save(args.out)
+    print(f"imported {args.source} ({drafter.d2t.numel()} draft tokens) -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
