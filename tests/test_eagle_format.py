@@ -152,6 +152,11 @@ def test_a_checkpoint_for_another_target_or_layout_is_refused(target, tmp_path):
         os.makedirs(tmp_path / "f")
         (tmp_path / "f" / CONFIG).write_text(json.dumps(config))
         load_eagle(str(tmp_path / "f"), target)
+    bigger = weights | {"fc.weight": torch.zeros(64, 256)}  # no config.json to compare: the shapes still are
+    directory = _write(tmp_path / "g", config, bigger)
+    os.remove(os.path.join(directory, CONFIG))
+    with pytest.raises(ValueError, match="(?s)does not fit target 'tiny-llama-0'.*fc.weight"):
+        load_eagle(directory, target)
     with pytest.raises(FileNotFoundError, match="neither a checkpoint directory nor a hub id"):
         load_eagle(str(tmp_path / "nowhere" / "x" / "y"), target)
 

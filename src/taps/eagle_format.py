@@ -82,12 +82,12 @@ def resolve(source: str) -> str:
 
 
 def read_eagle(directory: str) -> tuple[dict, dict[str, Tensor], Tensor | None]:
-    """(config, weights, token map or None) of an EAGLE-layout checkpoint directory."""
+    """(config or {}, weights, token map or None) of an EAGLE-layout checkpoint directory."""
     config_path = os.path.join(directory, CONFIG)
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"EAGLE checkpoint {directory!r} has no {CONFIG}")
-    with open(config_path) as f:
-        config = json.load(f)
+    config = {}
+    if os.path.isfile(config_path):  # some training runs saved weights alone: the shapes are checked on load
+        with open(config_path) as f:
+            config = json.load(f)
     st, pt = os.path.join(directory, SAFETENSORS), os.path.join(directory, PICKLE)
     try:
         if os.path.isfile(st):
@@ -155,7 +155,10 @@ def load_eagle(source: str, target: TargetModel, backbone: str = "eagle2", token
                             architecture="eagle")
     drafter = Drafter(target, dconfig, d2t=d2t, dtype=dtype)
     state["d2t"] = drafter.d2t
-    missing, unexpected = drafter.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = drafter.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a shape differs from the target's layer
+        raise ValueError(f"released drafter {source!r} does not fit target {target.name!r}: {err}") from err
     if missing or unexpected:
         raise ValueError(f"released drafter {source!r} does not fit EAGLE's architecture on target {target.name!r}: "
                          f"missing {missing}, unexpected {unexpected}")
