@@ -3,6 +3,7 @@
     snakemake --cores all                                  # the CPU reproduction (config/config.yaml)
     snakemake --cores all --configfile config/smoke.yaml   # tiny end-to-end run (CI)
     snakemake --profile profiles/slurm                     # paper scale on a SLURM cluster
+    snakemake released --configfile config/paper.yaml     # the paper's released drafters, nothing trained
     snakemake --report results/report.html                 # tables, figures and findings in one page
 """
 
@@ -37,3 +38,10 @@ rule all:
         drafter_outputs(),
         export_outputs(),
         report_outputs(),
+
+
+# `snakemake released`: every evaluation of released drafters alone, with the imports and references it
+# needs and nothing trained (README: Released drafters and serving engines)
+rule released:
+    input:
+        [d for d in evaluation_outputs() if is_released(d.split("/")[-3])],

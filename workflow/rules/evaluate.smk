@@ -82,9 +82,3 @@ for (_kind, _temperature), _released in itertools.product(_KINDS.items(), (False
             "--references '{input.references}' --fewshot '{input.fewshot}' "
             "--seed {params.seed} {params.dev} --label {wildcards.target} {wildcards.backbone} "
             "--outs {output} > {log} 2>&1"
-
-
-# Every evaluation of released drafters alone, with the imports and references it needs and nothing trained.
-rule released:
-    input:
-        [d for d in evaluation_outputs() if is_released(d.split("/")[-3])],
