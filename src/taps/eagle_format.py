@@ -142,7 +142,7 @@ def load_eagle(source: str, target: TargetModel, backbone: str = "eagle2", token
     check_against_target(source, config, weights, target)
     state = {}
     for name, value in weights.items():
-        if name == EMBED:
+        if name == EMBED or name.endswith("rotary_emb.inv_freq"):  # a derived buffer older checkpoints saved
             continue
         ours = from_eagle_name(name)
         if ours is None:
