@@ -44,4 +44,4 @@ rule all:
 # needs and nothing trained (README: Released drafters and serving engines)
 rule released:
     input:
-        [d for d in evaluation_outputs() if is_released(d.split("/")[-3])],
+        evaluation_outputs(released_only=True),

@@ -164,7 +164,8 @@ def eval_dir(target, backbone, composition, benchmark, temperature):
     return f"{RESULTS}/eval/{target}/{backbone}/{composition}/{benchmark}/T{temperature}"
 
 
-def evaluation_outputs():
+def evaluation_outputs(released_only=False):
+    """Every evaluation directory; with released_only, those of compositions of released drafters only."""
     ev = config.get("evaluate")
     if not ev:
         return []
@@ -172,7 +173,7 @@ def evaluation_outputs():
     for temp in ev["temperatures"]:
         backbones, compositions, benchmarks, _ = eval_plan(temp)
         out += [eval_dir(t, b, c, bench, temp) for t in config["targets"] for b in backbones
-                for c in compositions for bench in benchmarks]
+                for c in compositions if is_released(c) or not released_only for bench in benchmarks]
     return out
 
 
