@@ -159,6 +159,9 @@ def test_a_checkpoint_for_another_target_or_layout_is_refused(target, tmp_path):
     os.remove(os.path.join(directory, CONFIG))
     with pytest.raises(ValueError, match="(?s)does not fit target 'tiny-llama-0'.*fc.weight"):
         load_eagle(directory, target)
+    torch.save({"fc.weight": torch.nn.Linear(2, 2)}, tmp_path / "f" / PICKLE)  # a module, not plain tensors
+    with pytest.raises(ValueError, match="corrupt or not plain tensors"):
+        load_eagle(str(tmp_path / "f"), target)
     with pytest.raises(FileNotFoundError, match="neither a checkpoint directory nor a hub id"):
         load_eagle(str(tmp_path / "nowhere" / "x" / "y"), target)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 
@@ -89,16 +90,11 @@ def read_eagle(directory: str) -> tuple[dict, dict[str, Tensor], Tensor | None]:
         with open(config_path) as f:
             config = json.load(f)
     st, pt = os.path.join(directory, SAFETENSORS), os.path.join(directory, PICKLE)
+    if not (os.path.isfile(st) or os.path.isfile(pt)):
+        raise FileNotFoundError(f"EAGLE checkpoint {directory!r} has neither {SAFETENSORS} nor {PICKLE}")
     try:
-        if os.path.isfile(st):
-            weights = load_file(st)
-        elif os.path.isfile(pt):
-            weights = torch.load(pt, map_location="cpu", weights_only=True)
-        else:
-            raise FileNotFoundError(f"EAGLE checkpoint {directory!r} has neither {SAFETENSORS} nor {PICKLE}")
-    except (SafetensorError, RuntimeError, EOFError, OSError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
+        weights = load_file(st) if os.path.isfile(st) else torch.load(pt, map_location="cpu", weights_only=True)
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"EAGLE checkpoint weights in {directory!r} are corrupt or not plain tensors: {err}") from err
     token_map = os.path.join(directory, TOKEN_MAP)
     d2t = torch.load(token_map, map_location="cpu", weights_only=True).long() if os.path.isfile(token_map) else None
