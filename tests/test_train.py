@@ -297,6 +297,16 @@ def test_resume_refuses_other_settings(target, features, tmp_path):
                       progress=False)
 
 
+def test_restart_discards_a_run_of_other_settings_and_trains_afresh(target, features, tmp_path):
+    train_drafter(target, features, str(tmp_path / "old"), TrainConfig(**{**FAST, "epochs": 1}), progress=False)
+    config = TrainConfig(**{**FAST, "epochs": 1, "lr": 1e-4})
+    again = train_drafter(target, features, str(tmp_path / "old"), config, progress=False, restart=True)
+    fresh = train_drafter(target, features, str(tmp_path / "new"), config, progress=False)
+    assert again.drop(columns="seconds").equals(fresh.drop(columns="seconds"))
+    assert _same_weights(tmp_path / "old", tmp_path / "new") and _same_selection(tmp_path / "old", tmp_path / "new")
+    assert os.listdir(tmp_path / "old" / "best") == os.listdir(tmp_path / "new" / "best")
+
+
 def test_features_of_another_target_are_refused(features, tmp_path):
     with pytest.raises(ValueError, match="were extracted from target"):
         train_drafter(tiny_target(seed=1), features, str(tmp_path), TrainConfig(**FAST), progress=False)

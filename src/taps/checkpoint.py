@@ -31,6 +31,7 @@ dataclass instance, read through `asdict` and its select_by field.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -93,8 +94,12 @@ def save_state(out_dir: str, steps_done: int, drafter: Drafter, optimizer: torch
 
 
 def load_state(out_dir: str, drafter: Drafter, optimizer: torch.optim.Optimizer,
-               run: dict) -> tuple[int, list[dict]]:
-    """Restore the newest complete state into drafter and optimizer; returns (steps done, validation rows)."""
+               run: dict, restart: bool = False) -> tuple[int, list[dict]]:
+    """Restore the newest complete state into drafter and optimizer; returns (steps done, validation rows).
+
+    A state of another run is refused, or with `restart` cleared (state/, best/ and the metrics) so the
+    run starts afresh.
+    """
     root = os.path.join(out_dir, "state")
     names = sorted(n for n in os.listdir(root) if n.startswith("step-")) if os.path.isdir(root) else []
     if not names:
@@ -102,8 +107,16 @@ def load_state(out_dir: str, drafter: Drafter, optimizer: torch.optim.Optimizer,
     path = os.path.join(root, names[-1])
     with open(os.path.join(path, "state.json")) as f:
         meta = json.load(f)
+    if meta["run"] != run and restart:
+        print(f"{out_dir!r} holds a run with other settings: starting afresh\nsaved: {meta['run']}\nnow:   {run}")
+        for name in ("state", "best"):
+            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+        for name in ("metrics.parquet", "val_metrics.parquet"):
+            with contextlib.suppress(FileNotFoundError):  # every training process clears; one removes
+                os.remove(os.path.join(out_dir, name))
+        return 0, []
     if meta["run"] != run:
-        raise ValueError(f"{out_dir!r} holds a run with other settings; use a new out_dir.\n"
+        raise ValueError(f"{out_dir!r} holds a run with other settings; use a new out_dir (or restart).\n"
                          f"saved: {meta['run']}\nnow:   {run}")
     drafter.load_state_dict(load_file(os.path.join(path, "drafter.safetensors")))
     state: dict[int, dict] = {int(i): dict(s) for i, s in meta["scalars"].items()}

@@ -492,13 +492,14 @@ def build_drafter(target: TargetModel, shards: Features, config: TrainConfig) ->
 
 def train_drafter(target: TargetModel, features: str | os.PathLike | Features, out_dir: str,
                   config: TrainConfig = TrainConfig(), progress: bool = True,
-                  max_steps: int | None = None) -> pd.DataFrame:
+                  max_steps: int | None = None, restart: bool = False) -> pd.DataFrame:
     """Train (or resume training) a drafter; returns the per-step metrics (also in metrics.parquet).
 
     features: a feature directory (checked against the target) or an object read like
     `FeatureShards`, used as is. The drafter trains in fp32 over a target of any dtype (module
     docstring, Precision). Stops early after `max_steps` optimizer steps in all (a checkpoint is saved
-    there); a later call resumes. Validation rows go to val_metrics.parquet; the finished
+    there); a later call with the same settings and data resumes. A saved run of other settings is
+    refused, or with `restart` discarded for a fresh run. Validation rows go to val_metrics.parquet; the finished
     drafter (the best epoch's weights; the last ones without validation) goes to out_dir/drafter
     with train_config.json (and selection.json) beside it.
     """
@@ -511,7 +512,7 @@ def train_drafter(target: TargetModel, features: str | os.PathLike | Features, o
     optimizer = torch.optim.AdamW(drafter.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
     run = run_identity(config, shards, plan)
-    done, val_rows = load_state(out_dir, drafter, optimizer, run)
+    done, val_rows = load_state(out_dir, drafter, optimizer, run, restart)
     metrics_path = os.path.join(out_dir, "metrics.parquet")
     rows = pd.read_parquet(metrics_path).to_dict("records") if done and os.path.exists(metrics_path) else []
     rows = [r for r in rows if r["step"] < done]

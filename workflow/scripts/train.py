@@ -70,7 +70,9 @@ def main() -> None:
     else:
         features = (FeatureMixture(list(zip(args.features, args.counts)), target.fingerprint()) if args.counts
                     else args.features[0])
-    train_drafter(target, features, args.workdir, config)
+    # Snakemake runs this job again when its output is missing (a killed job: the saved state resumes) or its
+    # settings changed (a state of other settings is an older run: restart)
+    train_drafter(target, features, args.workdir, config, restart=True)
     print(json.dumps(dataclasses.asdict(config), indent=2))
     if dist.is_initialized():
         dist.destroy_process_group()
