@@ -108,6 +108,7 @@ def test_export_writes_sglang_layout_and_reimports_to_the_same_weights(target, t
     config = json.loads((out / CONFIG).read_text())
     assert config["architectures"] == ["LlamaForCausalLMEagle"] and config["num_hidden_layers"] == 1
     assert config["vocab_size"] == target.vocab_size and config["rope_theta"] == 10000.0
+    assert config["bias"] is True and config["tie_word_embeddings"] is False
     assert sorted(load_file(str(out / SAFETENSORS))) == sorted(EAGLE_KEYS)
     assert torch.equal(torch.load(out / TOKEN_MAP, weights_only=True), d2t)
     back = load_eagle(str(out), target)
@@ -133,7 +134,7 @@ def test_a_hub_id_is_fetched_through_the_hub_cache(target, tmp_path, monkeypatch
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     from_hub = load_eagle("zbeeb/Eagle-Tiny", target)
     _same_tree(_tree(from_hub), _tree(load_eagle(str(repo / "snapshots" / "abc123"), target)))
-    with pytest.raises(FileNotFoundError, match="cannot fetch released drafter 'zbeeb/Missing'"):
+    with pytest.raises(FileNotFoundError, match="'zbeeb/Missing' is no local directory, and as a hub id it cannot be fetched"):
         load_eagle("zbeeb/Missing", target)
 
 
@@ -170,3 +171,28 @@ def test_only_eagle_architecture_llama_drafters_export(target, tmp_path):
     with pytest.raises(ValueError, match="architecture 'eagle'"):
         save_eagle(Drafter(target), str(tmp_path / "x"))
     assert not os.path.exists(tmp_path / "x")
+    monkeypatch_type = Drafter(target, DrafterConfig(architecture="eagle"))
+    monkeypatch_type.target.config.model_type = "gemma3_text"  # a class attribute, shadowed on this instance
+    try:
+        with pytest.raises(ValueError, match="takes Llama targets, not 'gemma3_text'"):
+            save_eagle(monkeypatch_type, str(tmp_path / "y"))
+    finally:
+        del monkeypatch_type.target.config.model_type
+    assert not os.path.exists(tmp_path / "y")
+
+
+def test_bias_token_map_and_embedding_dtype_variants(target, tmp_path):
+    config, weights = _eagle_checkpoint(target)
+    no_bias = {k: v for k, v in weights.items() if k != "fc.bias"}
+    with pytest.raises(ValueError, match="missing \\['fc.bias'\\]"):  # config says bias: true, the file has none
+        load_eagle(_write(tmp_path / "a", config, no_bias), target)
+    zero = load_eagle(_write(tmp_path / "b", config | {"bias": False}, no_bias), target)  # EAGLE's bias: false
+    assert torch.equal(zero.fc.bias, torch.zeros(target.hidden_size))
+    half = weights | {EMBED: weights[EMBED].to(torch.bfloat16)}  # an embedding released in bf16 is still the target's
+    directory = _write(tmp_path / "c", config, half)
+    torch.save([5, 1, 9], os.path.join(directory, TOKEN_MAP))  # SGLang also takes a list
+    reduced = load_eagle(directory, target)
+    assert reduced.config.draft_vocab_size == 3 and reduced.d2t.tolist() == [5, 1, 9]
+    (tmp_path / "c" / TOKEN_MAP).write_bytes(b"not a token map")
+    with pytest.raises(ValueError, match="token map .* is corrupt"):
+        load_eagle(directory, target)

@@ -171,10 +171,16 @@ def test_paper_config_dry_run_with_the_slurm_profile_lists_training_and_the_rele
     assert not {"train", "extract_features", "prepare_data", "average", "evaluate_greedy"} & set(jobs)
 
 
-def test_a_composition_naming_an_unknown_drafter_is_refused_and_named(tmp_path):
+def test_an_unknown_drafter_or_an_export_without_eagle_architecture_is_refused_and_named(tmp_path):
     config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     config["evaluate"]["compositions"]["ghost"] = {"composition": "single", "drafters": ["ghostly"]}
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
     run = _snakemake("-n", "--configfile", str(bad))
     assert run.returncode != 0 and "['ghostly'] are named for target 'tiny'" in run.stdout + run.stderr
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    del config["train"]["hass"]["architecture"]  # `export: [math]` of a taps-architecture drafter
+    bad.write_text(yaml.safe_dump(config))
+    run = _snakemake("-n", "--configfile", str(bad))
+    assert run.returncode != 0 and "export names ['math'], trained with train.hass.architecture 'taps'" in (
+        run.stdout + run.stderr)

@@ -93,28 +93,40 @@ def save_state(out_dir: str, steps_done: int, drafter: Drafter, optimizer: torch
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-def load_state(out_dir: str, drafter: Drafter, optimizer: torch.optim.Optimizer,
-               run: dict, restart: bool = False) -> tuple[int, list[dict]]:
-    """Restore the newest complete state into drafter and optimizer; returns (steps done, validation rows).
-
-    A state of another run is refused, or with `restart` cleared (state/, best/ and the metrics) so the
-    run starts afresh.
-    """
+def _newest_state(out_dir: str) -> tuple[str, dict] | None:
+    """(path, state.json) of the newest complete state, or None."""
     root = os.path.join(out_dir, "state")
     names = sorted(n for n in os.listdir(root) if n.startswith("step-")) if os.path.isdir(root) else []
     if not names:
+        return None
+    with open(os.path.join(root, names[-1], "state.json")) as f:
+        return os.path.join(root, names[-1]), json.load(f)
+
+
+def clear_other_run(out_dir: str, run: dict) -> bool:
+    """Clear a saved run of other settings (state/, best/ and the metrics) so the run starts afresh; True if
+    there was one. Called by one process only."""
+    newest = _newest_state(out_dir)
+    if newest is None or newest[1]["run"] == run:
+        return False
+    for name in ("state", "best"):
+        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+    for name in ("metrics.parquet", "val_metrics.parquet"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out_dir, name))
+    return True
+
+
+def load_state(out_dir: str, drafter: Drafter, optimizer: torch.optim.Optimizer,
+               run: dict) -> tuple[int, list[dict]]:
+    """Restore the newest complete state into drafter and optimizer; returns (steps done, validation rows).
+
+    A state of another run is refused (`clear_other_run` starts afresh instead).
+    """
+    newest = _newest_state(out_dir)
+    if newest is None:
         return 0, []
-    path = os.path.join(root, names[-1])
-    with open(os.path.join(path, "state.json")) as f:
-        meta = json.load(f)
-    if meta["run"] != run and restart:
-        print(f"{out_dir!r} holds a run with other settings: starting afresh\nsaved: {meta['run']}\nnow:   {run}")
-        for name in ("state", "best"):
-            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
-        for name in ("metrics.parquet", "val_metrics.parquet"):
-            with contextlib.suppress(FileNotFoundError):  # every training process clears; one removes
-                os.remove(os.path.join(out_dir, name))
-        return 0, []
+    path, meta = newest
     if meta["run"] != run:
         raise ValueError(f"{out_dir!r} holds a run with other settings; use a new out_dir (or restart).\n"
                          f"saved: {meta['run']}\nnow:   {run}")

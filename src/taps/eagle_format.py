@@ -28,7 +28,7 @@ import shutil
 import tempfile
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -40,7 +40,8 @@ EMBED = "embed_tokens.weight"
 ENGINE_ARCHITECTURE = "LlamaForCausalLMEagle"  # SGLang's EAGLE-2 draft class: Llama targets only
 # config fields that fix the layer's shapes: a released drafter must agree with the target on each
 SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "vocab_size")
-EMBED_TOLERANCE = 1e-3  # largest |difference| allowed, relative to the embedding's largest |value| (fp16 copies)
+# largest |difference| allowed, relative to the embedding's largest |value|: a bf16 copy rounds by up to 2^-9 of it
+EMBED_TOLERANCE = 4e-3
 
 
 def to_eagle_name(name: str) -> str | None:
@@ -77,9 +78,9 @@ def resolve(source: str) -> str:
     try:
         return snapshot_download(source, allow_patterns=[CONFIG, SAFETENSORS, PICKLE, TOKEN_MAP])
     except Exception as err:  # noqa: BLE001 - the hub's many errors become one that says what to do
-        raise FileNotFoundError(f"cannot fetch released drafter {source!r} from the Hugging Face hub "
-                                f"({type(err).__name__}: {err}); download it where the hub is reachable and name "
-                                "the local directory instead") from err
+        raise FileNotFoundError(f"released drafter {source!r} is no local directory, and as a hub id it cannot be "
+                                f"fetched ({type(err).__name__}: {err}); download it where the hub is reachable "
+                                "(compute nodes often are not) and name the local directory instead") from err
 
 
 def read_eagle(directory: str) -> tuple[dict, dict[str, Tensor], Tensor | None]:
@@ -97,8 +98,26 @@ def read_eagle(directory: str) -> tuple[dict, dict[str, Tensor], Tensor | None]:
     except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"EAGLE checkpoint weights in {directory!r} are corrupt or not plain tensors: {err}") from err
     token_map = os.path.join(directory, TOKEN_MAP)
-    d2t = torch.load(token_map, map_location="cpu", weights_only=True).long() if os.path.isfile(token_map) else None
-    return config, weights, d2t
+    return config, weights, read_token_map(token_map) if os.path.isfile(token_map) else None
+
+
+def read_token_map(path: str) -> Tensor:
+    """The draft vocabulary's target ids from a token map (SGLang's: a tensor, or a list, saved by torch)."""
+    try:
+        return torch.as_tensor(torch.load(path, map_location="cpu", weights_only=True)).long().flatten()
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, TypeError, ValueError) as err:
+        raise ValueError(f"token map {path!r} is corrupt or not a list of token ids: {err}") from err
+
+
+SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def saved_dtype(path: str, name: str = "fc.weight") -> torch.dtype:
+    """The dtype `name` is stored in: a safetensors file's header, or a pickle's tensor."""
+    if path.endswith(".safetensors"):
+        with safe_open(path, "pt") as f:
+            return SAFETENSORS_DTYPES[f.get_slice(name).get_dtype()]
+    return torch.load(path, map_location="cpu", weights_only=True)[name].dtype
 
 
 def check_against_target(source: str, config: dict, weights: dict[str, Tensor], target: TargetModel) -> None:
@@ -134,7 +153,7 @@ def load_eagle(source: str, target: TargetModel, backbone: str = "eagle2", token
     directory = resolve(source)
     config, weights, d2t = read_eagle(directory)
     if token_map is not None:
-        d2t = torch.load(token_map, map_location="cpu", weights_only=True).long()
+        d2t = read_token_map(token_map)
     check_against_target(source, config, weights, target)
     state = {}
     for name, value in weights.items():
@@ -145,8 +164,8 @@ def load_eagle(source: str, target: TargetModel, backbone: str = "eagle2", token
             raise ValueError(f"released drafter {source!r} holds {name!r}, which is not in EAGLE's layout "
                              "(fc.*, layers.0.*, embed_tokens.weight)")
         state[ours] = value
-    if "fc.weight" in state and "fc.bias" not in state:  # EAGLE's `bias: false` option: a zero bias is the same
-        state["fc.bias"] = torch.zeros(state["fc.weight"].shape[0], dtype=state["fc.weight"].dtype)
+    if "fc.weight" in state and "fc.bias" not in state and config.get("bias") is False:
+        state["fc.bias"] = torch.zeros(state["fc.weight"].shape[0], dtype=state["fc.weight"].dtype)  # the same fc
     dconfig = DrafterConfig(backbone=backbone, draft_vocab_size=None if d2t is None else d2t.numel(),
                             architecture="eagle")
     drafter = Drafter(target, dconfig, d2t=d2t, dtype=dtype)

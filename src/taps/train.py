@@ -89,7 +89,7 @@ from tqdm import tqdm
 from transformers import DynamicCache
 
 from taps import parallel
-from taps.checkpoint import load_state, prune_best, run_identity, save_best, save_final, save_state, select_best
+from taps.checkpoint import clear_other_run, load_state, prune_best, run_identity, save_best, save_final, save_state, select_best
 from taps.data import write_parquet_atomic
 from taps.drafter import ARCHITECTURES, Drafter, DrafterConfig
 from taps.features import FeatureSequence, FeatureShards
@@ -512,7 +512,10 @@ def train_drafter(target: TargetModel, features: str | os.PathLike | Features, o
     optimizer = torch.optim.AdamW(drafter.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
     run = run_identity(config, shards, plan)
-    done, val_rows = load_state(out_dir, drafter, optimizer, run, restart)
+    if restart and parallel.is_main() and clear_other_run(out_dir, run):
+        print(f"{out_dir!r} held a run with other settings: cleared, training afresh")
+    parallel.barrier()  # the others read the state once the main process has cleared it
+    done, val_rows = load_state(out_dir, drafter, optimizer, run)
     metrics_path = os.path.join(out_dir, "metrics.parquet")
     rows = pd.read_parquet(metrics_path).to_dict("records") if done and os.path.exists(metrics_path) else []
     rows = [r for r in rows if r["step"] < done]

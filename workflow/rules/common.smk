@@ -36,7 +36,8 @@ def drafter_dir(target, backbone, name):
 
 
 def check_drafter_names():
-    """Every drafter the compositions, averages and exports name exists for each target and backbone."""
+    """Every drafter the compositions, averages and exports name exists for each target and backbone, and
+    every trained drafter to export has EAGLE's architecture."""
     named = {d for c in config.get("evaluate", {}).get("compositions", {}).values() for d in c["drafters"]}
     named |= {d for members in config.get("averages", {}).values() for d in members} | set(config.get("export", []))
     for target in config["targets"]:
@@ -46,6 +47,10 @@ def check_drafter_names():
             if unknown:
                 raise ValueError(f"drafters {unknown} are named for target {target!r}, backbone {backbone!r}, but are "
                                  f"no dataset, no avg-<average> and not in targets.{target}.released.{backbone}")
+            trained = [n for n in config.get("export", []) if n not in released(target, backbone)]
+            if trained and train_settings(backbone).get("architecture", "taps") != "eagle":
+                raise ValueError(f"export names {trained}, trained with train.{backbone}.architecture 'taps': only "
+                                 "'eagle' has the layout SGLang loads; set it, or export released drafters only")
 
 
 def json_arg(value):

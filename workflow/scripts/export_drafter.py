@@ -3,10 +3,8 @@
 import argparse
 import os
 
-from safetensors.torch import load_file
-
 from taps.drafter import WEIGHTS, Drafter
-from taps.eagle_format import save_eagle
+from taps.eagle_format import save_eagle, saved_dtype
 from taps.target import load_target_spec
 
 
@@ -16,9 +14,9 @@ def main() -> None:
     parser.add_argument("--drafter", required=True, help="drafter checkpoint directory")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    saved = load_file(os.path.join(args.drafter, WEIGHTS))["fc.weight"].dtype  # e.g. bf16 while the CPU target is fp32
-    save_eagle(Drafter.load(args.drafter, load_target_spec(args.target, device="cpu")), args.out, dtype=saved)
-    print(f"exported {args.drafter} ({saved}) -> {args.out}")
+    dtype = saved_dtype(os.path.join(args.drafter, WEIGHTS))  # e.g. bf16, where the CPU target is fp32
+    save_eagle(Drafter.load(args.drafter, load_target_spec(args.target, device="cpu")), args.out, dtype=dtype)
+    print(f"exported {args.drafter} ({dtype}) -> {args.out}")
 
 
 if __name__ == "__main__":
