@@ -188,6 +188,8 @@ def test_bias_token_map_and_embedding_dtype_variants(target, tmp_path):
         load_eagle(_write(tmp_path / "a", config, no_bias), target)
     zero = load_eagle(_write(tmp_path / "b", config | {"bias": False}, no_bias), target)  # EAGLE's bias: false
     assert torch.equal(zero.fc.bias, torch.zeros(target.hidden_size))
+    assert load_eagle(_write(tmp_path / "h", config, {k: v.to(torch.bfloat16) for k, v in weights.items()}), target,
+                      dtype="checkpoint").fc.weight.dtype == torch.bfloat16  # stored as released
     half = weights | {EMBED: weights[EMBED].to(torch.bfloat16)}  # an embedding released in bf16 is still the target's
     directory = _write(tmp_path / "c", config, half)
     torch.save([5, 1, 9], os.path.join(directory, TOKEN_MAP))  # SGLang also takes a list

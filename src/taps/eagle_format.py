@@ -113,11 +113,9 @@ SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch
 
 
 def saved_dtype(path: str, name: str = "fc.weight") -> torch.dtype:
-    """The dtype `name` is stored in: a safetensors file's header, or a pickle's tensor."""
-    if path.endswith(".safetensors"):
-        with safe_open(path, "pt") as f:
-            return SAFETENSORS_DTYPES[f.get_slice(name).get_dtype()]
-    return torch.load(path, map_location="cpu", weights_only=True)[name].dtype
+    """The dtype `name` is stored in, read from a safetensors file's header."""
+    with safe_open(path, "pt") as f:
+        return SAFETENSORS_DTYPES[f.get_slice(name).get_dtype()]
 
 
 def check_against_target(source: str, config: dict, weights: dict[str, Tensor], target: TargetModel) -> None:
@@ -143,12 +141,13 @@ def check_against_target(source: str, config: dict, weights: dict[str, Tensor], 
 
 
 def load_eagle(source: str, target: TargetModel, backbone: str = "eagle2", token_map: str | None = None,
-               dtype: torch.dtype | None = None) -> Drafter:
+               dtype: torch.dtype | str | None = None) -> Drafter:
     """An EAGLE-layout checkpoint (directory or hub id) as a Drafter of `target`.
 
     token_map: a torch tensor file of the draft vocabulary's target ids (SGLang's token map), for a
     drafter with a reduced vocabulary; by default the directory's token_map.pt, if any, else the full
-    vocabulary. backbone: the recipe that trained it ("eagle2" or "hass"), kept as a label.
+    vocabulary. backbone: the recipe that trained it ("eagle2" or "hass"), kept as a label. dtype: of
+    the parameters; None: the target's (to decode with), "checkpoint": as released (to store it).
     """
     directory = resolve(source)
     config, weights, d2t = read_eagle(directory)
@@ -168,6 +167,8 @@ def load_eagle(source: str, target: TargetModel, backbone: str = "eagle2", token
         state["fc.bias"] = torch.zeros(state["fc.weight"].shape[0], dtype=state["fc.weight"].dtype)  # the same fc
     dconfig = DrafterConfig(backbone=backbone, draft_vocab_size=None if d2t is None else d2t.numel(),
                             architecture="eagle")
+    if dtype == "checkpoint":
+        dtype = state["fc.weight"].dtype if "fc.weight" in state else None
     drafter = Drafter(target, dconfig, d2t=d2t, dtype=dtype)
     state["d2t"] = drafter.d2t
     try:

@@ -2,9 +2,8 @@
 it was released in."""
 
 import argparse
-import os
 
-from taps.eagle_format import PICKLE, SAFETENSORS, load_eagle, resolve, saved_dtype
+from taps.eagle_format import load_eagle
 from taps.target import load_target_spec
 
 
@@ -15,12 +14,10 @@ def main() -> None:
     parser.add_argument("--backbone", required=True, choices=["eagle2", "hass"], help="the recipe that trained it")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    directory = resolve(args.source)
-    drafter = load_eagle(directory, load_target_spec(args.target, device="cpu"), backbone=args.backbone)
-    weights = os.path.join(directory, SAFETENSORS)
-    dtype = saved_dtype(weights if os.path.isfile(weights) else os.path.join(directory, PICKLE))
-    drafter.save(args.out, dtype=dtype)  # as released (bf16, fp16), where the CPU target is fp32
-    print(f"imported {args.source} ({drafter.d2t.numel()} draft tokens, {dtype}) -> {args.out}")
+    target = load_target_spec(args.target, device="cpu")
+    drafter = load_eagle(args.source, target, backbone=args.backbone, dtype="checkpoint")  # bf16 stays bf16
+    drafter.save(args.out)
+    print(f"imported {args.source} ({drafter.d2t.numel()} draft tokens, {drafter.fc.weight.dtype}) -> {args.out}")
 
 
 if __name__ == "__main__":
