@@ -140,3 +140,35 @@ def test_evaluation_prompts_hold_the_exemplars_and_replay_matches_with_stop_stri
     engine = evaluate(target, proposer, prompts, config, progress=False, fmt=fmt)
     assert [t["new_tokens"] for t in engine.turns] == [len(r["tokens"]) - 1 for r in references]
     assert all(t["identical"] for t in engine.turns)
+
+
+def test_shared_prefix_cache_leaves_every_output_unchanged(tmp_path, monkeypatch):
+    """The exemplars' KV cache, run once and reused by every prefill and replay pass, gives the same tokens,
+    cycles and drafted nodes as running each prompt whole: at T=0 (engine and replay) and at T=1 (same seed)."""
+    import taps.generate
+    from taps.evaluate import evaluate_many, shared_prefix
+    target = build_target(str(tmp_path / "target"))
+    tok = target.tokenizer
+    conversations = gsm8k_like(8, seed=5)
+    prompts = [Prompt("custom", "a", (conversations[3][0][1],)),
+               Prompt("custom", "b", (conversations[4][0][1], "And how many pens?")),
+               Prompt("custom", "c", (conversations[5][0][1],))]
+    fmt = PromptFormat(tuple(first_exchange(c) for c in conversations[:2]), USER_TURN_STOP)
+    prefix = shared_prefix(target, fmt)
+    assert len(prefix.ids) > 20 and shared_prefix(target, fmt, enabled=False) is None
+    assert shared_prefix(target, PromptFormat()) is None  # no exemplars, nothing shared
+    reused = []
+    monkeypatch.setattr(taps.generate.SharedPrefix, "run", lambda self, *a, _run=taps.generate.SharedPrefix.run:
+                        reused.append(1) or _run(self, *a))
+    proposer = EagleProposer(echo_drafter(target), TreeConfig(total_tokens=8, depth=3, top_k=2))
+    strip = lambda rows: {k: [{c: v for c, v in r.items() if "seconds" not in c} for r in getattr(rows, k)]  # noqa: E731
+                          for k in ("cycles", "nodes", "turns")}
+    for temperature, replay in ((0.0, True), (0.0, False), (1.0, False)):
+        runs = []
+        for cached in (True, False):
+            config = EvalConfig(temperature, 12, seed=4, replay=replay, timed_prompts=2, prefix_cache=cached)
+            refs = reference_rows(target, prompts, EvalConfig(0.0, 12, seed=4, prefix_cache=cached), False, fmt)
+            refs_tokens = [(r["prompt_ids"], r["tokens"]) for r in refs]
+            runs.append((refs_tokens, strip(evaluate_many(target, {"p": proposer}, prompts, config, refs, False, fmt)["p"])))
+        assert runs[0] == runs[1], (temperature, replay)
+    assert reused  # the cached runs did go through the shared prefix

@@ -1,12 +1,20 @@
 """Evaluation: compositions on one benchmark at one temperature, against the vanilla loop.
 
-For every prompt and turn the vanilla loop and the speculative loop run side by side, in the
-same process on the same target, so their tokens/s compare fairly on any machine. Several
-compositions can be evaluated in one call (`evaluate_many`): replay's features are then
-computed once per turn and shared. The vanilla run is also the reference: at temperature 0
-the speculative output must equal it token for token, and a multi-turn prompt (MT-Bench) is
-conditioned on the target's own earlier answers, taken from the vanilla run. Both runs of a
-turn draw from generators seeded by (seed, prompt index, turn).
+Several compositions are evaluated in one call (`evaluate_many`), on the same target and the
+same contexts. The first `timed_prompts` prompts are timed: on each of their turns the vanilla
+loop runs once, then the engine of each timed composition, in the same process, so their
+tokens/s compare fairly on any machine (prefill and decode are timed apart). At temperature 0
+the speculative output must equal the target's own greedy output token for token. A
+multi-turn prompt (MT-Bench) is conditioned on the target's own earlier answers: the greedy
+references where given (at T > 0 too, so every composition and both temperatures see the same
+second-turn contexts), else the vanilla run. Every run of a turn draws from generators seeded
+by (seed, prompt index, turn).
+
+Base targets are prompted few-shot, so every prompt of a benchmark starts with the same
+exemplars (~400-600 tokens here). The target runs them once per call (`shared_prefix`,
+`taps.generate.SharedPrefix`) and every prefill and replay pass continues from a copy of their
+cache (`EvalConfig.prefix_cache`); a test checks that outputs are unchanged by it. The drafters
+still run their ~1-layer pass over the whole prompt: it costs a small fraction of the target's.
 
 A greedy mismatch (`EvalConfig.on_mismatch`): in fp32 it is a bug, and "error" (the default)
 stops the evaluation. In bf16 a tree pass and a single-token pass round differently, so at a
@@ -20,9 +28,9 @@ is scored against the reference all the same and its row counts the disagreeing 
 Replay (`EvalConfig.replay`, temperature 0 only): the target's greedy output does not depend
 on the drafters, so the vanilla loop runs once per turn for all compositions
 (`reference_rows`, the workflow's `reference` rule) and each composition is scored against it
-by `taps.replay`, without a verification pass per cycle. The first `timed_prompts` prompts
-still run the engine side by side with vanilla: they give tokens/s, and replay is compared
-with the engine there (column `replay_matches`).
+by `taps.replay`, without a verification pass per cycle. On the timed prompts the engine of
+the timed compositions runs too: tokens/s, and replay compared with the engine on distinct
+prompts (column `replay_matches`). At T > 0 the engine runs every turn of every composition.
 
 Results are raw rows, ready for Parquet: one per decoding cycle, one per drafted node, and one
 per prompt turn (tokens, verification passes, wall time of both loops; NaN where a turn was
@@ -41,7 +49,7 @@ import torch
 from tqdm import tqdm
 
 from taps.benchmarks import Prompt, build_turn_prompt
-from taps.generate import Generation, Proposer, StopStrings, speculative_generate, vanilla_generate
+from taps.generate import Generation, Proposer, SharedPrefix, StopStrings, speculative_generate, vanilla_generate
 from taps.prompts import PromptFormat
 from taps.replay import checked_features, reference_features, replay_greedy
 from taps.target import TargetModel
@@ -60,6 +68,7 @@ class EvalConfig:
     replay: bool = False  # at T=0: score turns against the vanilla output instead of verifying (taps.replay)
     timed_prompts: int = 1  # with replay: the first n prompts also run the engine and vanilla side by side
     on_mismatch: str = "error"  # a T=0 output or reference unlike the target's argmax: "error" stops, "record" counts
+    prefix_cache: bool = True  # run the few-shot exemplars' prefix once and reuse its cache (`shared_prefix`)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -93,6 +102,16 @@ def _ids(tokenizer, history: list[tuple[str, str]], text: str, fmt: PromptFormat
 
 
 
+def shared_prefix(target: TargetModel, fmt: PromptFormat, enabled: bool = True) -> SharedPrefix | None:
+    """The few-shot exemplars every turn prompt of `fmt` starts with, run once by the target (None without
+    exemplars, or when not `enabled`). Its last token is left to the prompts, where a tokenizer could merge
+    it with the text that follows; a prompt that does not start with these ids runs whole."""
+    text, _, chars = fmt.render(target.tokenizer, [("user", "?")], add_generation_prompt=True)
+    if not enabled or not chars:
+        return None
+    return SharedPrefix(target, target.tokenizer(text[:chars], add_special_tokens=False).input_ids[:-1])
+
+
 def reference_rows(target: TargetModel, prompts: list[Prompt], config: EvalConfig,
                    progress: bool = True, fmt: PromptFormat = PromptFormat()) -> list[dict]:
     """The vanilla loop once per turn: one row per turn with its prompt ids and generated tokens.
@@ -101,12 +120,13 @@ def reference_rows(target: TargetModel, prompts: list[Prompt], config: EvalConfi
     replayed against; later turns are conditioned on these answers, as in `evaluate`.
     """
     rows, tokenizer, stop = [], target.tokenizer, fmt.stop_strings(target.tokenizer)
+    prefix = shared_prefix(target, fmt, config.prefix_cache)
     for index, prompt in enumerate(tqdm(prompts, desc="reference", disable=not progress)):
         history: list[tuple[str, str]] = []
         for turn, text in enumerate(prompt.turns):
             ids = _ids(tokenizer, history, text, fmt)
             out = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
-                                   _generator(config.seed, index, turn), stop=stop)
+                                   _generator(config.seed, index, turn), stop=stop, prefix=prefix)
             rows.append({"benchmark": prompt.benchmark, "prompt": prompt.id, "turn": turn, "prompt_ids": ids.tolist(),
                          "tokens": out.tokens, "seconds": out.seconds - out.prefill_seconds})
             history.append((text, fmt.answer(tokenizer, out.tokens)))
@@ -144,17 +164,21 @@ def _same_records(a: Generation, b: Generation) -> bool:
 
 def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: list[Prompt], config: EvalConfig,
                   references: list[dict] | None = None, progress: bool = True,
-                  fmt: PromptFormat = PromptFormat()) -> dict[str, EvalRows]:
+                  fmt: PromptFormat = PromptFormat(), timed: list[str] | None = None) -> dict[str, EvalRows]:
     """Decode every turn of every prompt with each proposer (compositions by name); raw rows per name.
 
-    Replay's features of the target's output are computed once per turn for all proposers.
-    Without replay, every turn runs vanilla and each proposer's engine side by side (vanilla
-    again for each proposer, right before it, so both speeds are taken under the same load).
-    With replay (T=0), turns of the first `timed_prompts` prompts do that too, and are replayed
-    as well (the engine's and replay's records are both kept: `replay_matches`, `replay_new_tokens`,
-    `replay_passes`); every other turn is replayed against `references` (`reference_rows` of the
-    same prompts and config; computed here when None). `fmt` renders the prompts (few-shot
-    exemplars of a base target) and gives the stop strings.
+    Turns of the first `timed_prompts` prompts are timed: the vanilla loop runs once, then the
+    engine of each proposer, one after the other on the same turn (at T=0 with replay, only the
+    proposers named in `timed`, None: all). At T > 0 the engine runs every turn (sampling cannot
+    be replayed) and vanilla only on timed turns. At T=0 with replay, every turn is replayed
+    against `references` (`reference_rows` of the same prompts and config; computed here when
+    None), replay's features computed once per turn for all proposers; a timed turn keeps both
+    the engine's and replay's records (`replay_matches`, `replay_new_tokens`, `replay_passes`).
+    A later turn is conditioned on the target's own earlier answer: the greedy reference where
+    `references` are given (at T > 0 too, so that every composition and both temperatures see the
+    same contexts), else the vanilla output. `fmt` renders the prompts (few-shot exemplars of a
+    base target) and gives the stop strings; the exemplars' cache is computed once and shared by
+    every run (`shared_prefix`, `EvalConfig.prefix_cache`).
     """
     replay = config.replay and config.temperature == 0
     if replay and references is None:
@@ -162,27 +186,30 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
     refs = {(r["prompt"], r["turn"]): r for r in references or []}
     rows = {name: EvalRows([], [], []) for name in proposers}
     tokenizer, stop = target.tokenizer, fmt.stop_strings(target.tokenizer)
+    prefix = shared_prefix(target, fmt, config.prefix_cache)
     for index, prompt in enumerate(tqdm(prompts, desc="prompts", disable=not progress)):
         history: list[tuple[str, str]] = []
         for turn, text in enumerate(prompt.turns):
             ids = _ids(tokenizer, history, text, fmt)
             key = {"benchmark": prompt.benchmark, "prompt": prompt.id, "turn": turn}
-            ref = _reference(refs, key, ids) if replay else None
-            features, disagree = _replay_features(target, ids, ref["tokens"], config) if replay else (None, None)
-            timed = not replay or index < config.timed_prompts
-            answer = None if timed else ref["tokens"]
+            ref = _reference(refs, key, ids) if refs else None
+            features, disagree = (_replay_features(target, ids, ref["tokens"], config, prefix) if replay
+                                  else (None, None))
+            is_timed, last = index < config.timed_prompts, turn == len(prompt.turns) - 1
+            vanilla = None
+            if is_timed or (ref is None and (not last or config.temperature == 0)):  # timing, history or the check
+                vanilla = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
+                                           _generator(config.seed, index, turn), stop=stop, prefix=prefix)
+            answer = ref["tokens"] if ref is not None else vanilla.tokens if vanilla is not None else None
             for name, proposer in proposers.items():
                 replayed = replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens, stop=stop,
                                          features=features) if replay else None
-                vanilla = spec = replayed
-                if timed:  # vanilla right before the engine, so their speeds compare under the same load
-                    vanilla = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
-                                               _generator(config.seed, index, turn), stop=stop)
-                    answer = answer or vanilla.tokens  # seeded alike: every vanilla run gives the same tokens
-                    spec = _engine(target, proposer, ids, config, index, turn, stop, vanilla)
-                _append(rows[name], key, len(ids), spec, vanilla if timed else None, replayed if timed else None,
-                        answer, disagree)
-            history.append((text, fmt.answer(tokenizer, answer)))
+                engine = not replay or (is_timed and (timed is None or name in timed))
+                spec = _engine(target, proposer, ids, config, index, turn, stop, answer, prefix) if engine else replayed
+                _append(rows[name], key, len(ids), spec, engine, vanilla if engine and is_timed else None,
+                        replayed if engine else None, answer, disagree)
+            if not last:
+                history.append((text, fmt.answer(tokenizer, answer)))
     return rows
 
 
@@ -193,40 +220,49 @@ def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], con
     return evaluate_many(target, {"": proposer}, prompts, config, references, progress, fmt)[""]
 
 
-def _replay_features(target, ids, reference: list[int], config: EvalConfig) -> tuple[torch.Tensor, int]:
+def _replay_features(target, ids, reference: list[int], config: EvalConfig,
+                     prefix: SharedPrefix | None) -> tuple[torch.Tensor, int]:
     """Replay's features of a turn and how many reference tokens are not the target's one-pass argmax
     (with on_mismatch "error" any such token raises: `taps.replay.checked_features`)."""
     if config.on_mismatch == "error":
-        return checked_features(target, ids, reference), 0
-    features, disagree = reference_features(target, ids, reference)
+        return checked_features(target, ids, reference, prefix=prefix), 0
+    features, disagree = reference_features(target, ids, reference, prefix=prefix)
     return features, len(disagree)
 
 
-def _engine(target, proposer, ids, config, index, turn, stop, vanilla: Generation) -> Generation:
-    """The speculative run of a timed turn; at T=0 with on_mismatch "error", raises unless it equals vanilla's."""
+def _engine(target, proposer, ids, config, index, turn, stop, answer: list[int] | None,
+            prefix: SharedPrefix | None) -> Generation:
+    """The speculative run of a turn; at T=0 with on_mismatch "error", raises unless it equals the target's
+    greedy output (`answer`: the reference, or the vanilla run of the turn)."""
     spec = speculative_generate(target, proposer, ids, config.max_new_tokens, config.temperature,
-                                _generator(config.seed, index, turn), stop=stop)
-    if config.temperature == 0 and config.on_mismatch == "error" and spec.tokens != vanilla.tokens:
+                                _generator(config.seed, index, turn), stop=stop, prefix=prefix)
+    if (config.temperature == 0 and config.on_mismatch == "error" and answer is not None
+            and spec.tokens != answer):
         raise RuntimeError(f"prompt {index}, turn {turn}: greedy speculative output differs from the target's "
                            "own greedy output; speculative decoding must be lossless (this is a bug)")
     return spec
 
 
-def _append(rows: EvalRows, key: dict, prompt_tokens: int, spec: Generation, vanilla: Generation | None,
-            replayed: Generation | None, answer: list[int], disagree: int | None) -> None:
-    """One turn's rows; `vanilla` is None for a replayed turn, `replayed` set on a timed turn also replayed,
-    `disagree` the reference tokens unlike the target's one-pass argmax (None when no reference was read)."""
+def _append(rows: EvalRows, key: dict, prompt_tokens: int, spec: Generation, engine: bool,
+            vanilla: Generation | None, replayed: Generation | None, answer: list[int] | None,
+            disagree: int | None) -> None:
+    """One turn's rows. `engine`: `spec` is the engine's run (else replay's); `vanilla` is set on a timed
+    turn, `replayed` on an engine turn also replayed, `answer` is the target's own output the next turn is
+    conditioned on (None for a last turn without reference or vanilla run), `disagree` the reference tokens
+    unlike the target's one-pass argmax (None when no reference was replayed)."""
     nan = float("nan")
     rows.cycles += [{**key, **c} for c in spec.cycles]
     rows.nodes += [{**key, **n} for n in spec.nodes]
     rows.candidates += [{**key, **c} for c in (replayed or spec).candidates]
     rows.turns.append({
-        **key, "mode": "engine" if vanilla else "replay", "prompt_tokens": prompt_tokens,
+        **key, "mode": "engine" if engine else "replay", "timed": vanilla is not None, "prompt_tokens": prompt_tokens,
         "new_tokens": len(spec.tokens) - 1, "passes": len(spec.cycles),
-        "seconds": spec.seconds - spec.prefill_seconds if vanilla else nan,
-        "vanilla_new_tokens": len(answer) - 1,
+        "seconds": spec.seconds - spec.prefill_seconds if engine else nan,
+        "prefill_seconds": spec.prefill_seconds if engine else nan,
+        "vanilla_new_tokens": len(vanilla.tokens) - 1 if vanilla else len(answer) - 1 if answer else None,
         "vanilla_seconds": vanilla.seconds - vanilla.prefill_seconds if vanilla else nan,
-        "identical": spec.tokens == answer if vanilla else None,
+        "vanilla_prefill_seconds": vanilla.prefill_seconds if vanilla else nan,
+        "identical": spec.tokens == answer if engine and answer is not None else None,
         "replay_matches": _same_records(replayed, spec) if replayed else None,
         "replay_new_tokens": len(replayed.tokens) - 1 if replayed else None,
         "replay_passes": len(replayed.cycles) if replayed else None,

@@ -12,6 +12,7 @@ cycle's new tokens with the same function (`cut_new_tokens`), so they end at the
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
@@ -151,9 +152,45 @@ def cut_new_tokens(tokens: list[int], new: list[int], max_new_tokens: int, eos: 
     return new[:keep], why
 
 
-def _prefill(target: TargetModel, prompt: Tensor, temperature: float, generator):
+class SharedPrefix:
+    """The target's KV cache and features of a token prefix many prompts share (a base target's few-shot
+    exemplars, ~400-600 tokens here), computed once and reused by every prompt that starts with it.
+
+    `run` gives the cache and features of a whole sequence: a copy of the prefix's cache, extended
+    by one pass over the rest. A sequence that does not start with the prefix runs whole. The
+    prefix's rows come from a pass over the prefix alone, so they equal a whole-sequence pass's up
+    to float rounding (causal attention: no prefix row sees what follows); every loop and replay
+    of an evaluation reads the same prefix, so they stay equal to one another.
+    """
+
+    def __init__(self, target: TargetModel, ids: Sequence[int]):
+        self.ids = torch.as_tensor(list(ids), dtype=torch.long)  # [p]
+        self.cache = target.new_cache()
+        self.features = target.forward(self.ids, chain(len(self.ids)), self.cache) if len(self.ids) else None
+        self.reused = 0  # sequences that started with the prefix
+
+    def run(self, target: TargetModel, tokens: Tensor) -> tuple[object, Tensor]:
+        """(cache, features [n, H]) of `tokens` ([n] ids) run as a chain."""
+        p = len(self.ids)
+        if 0 < p < len(tokens) and torch.equal(tokens[:p], self.ids):
+            self.reused += 1
+            cache = copy.deepcopy(self.cache)
+            rest = target.forward(tokens[p:], chain(len(tokens) - p), cache)
+            return cache, torch.cat([self.features, rest])
+        cache = target.new_cache()
+        return cache, target.forward(tokens, chain(tokens.numel()), cache)
+
+
+def run_prompt(target: TargetModel, tokens: Tensor, prefix: SharedPrefix | None = None) -> tuple[object, Tensor]:
+    """(cache, features) of `tokens` run as a chain, on top of `prefix` where they start with it."""
+    if prefix is not None:
+        return prefix.run(target, tokens)
     cache = target.new_cache()
-    features = target.forward(prompt, chain(prompt.numel()), cache)
+    return cache, target.forward(tokens, chain(tokens.numel()), cache)
+
+
+def _prefill(target: TargetModel, prompt: Tensor, temperature: float, generator, prefix: SharedPrefix | None):
+    cache, features = run_prompt(target, prompt, prefix)
     return cache, features, sample_token(target.logits(features[-1]), temperature, generator)
 
 
@@ -167,12 +204,14 @@ def speculative_generate(
     generator: torch.Generator | None = None,
     eos_token_ids: set[int] | None = None,
     stop: StopStrings | None = None,
+    prefix: SharedPrefix | None = None,
 ) -> Generation:
-    """Speculative decoding of `prompt` ([L] ids); lossless w.r.t. the target at any temperature."""
+    """Speculative decoding of `prompt` ([L] ids); lossless w.r.t. the target at any temperature.
+    `prefix`: a shared prompt prefix whose cache the prefill reuses (`SharedPrefix`)."""
     eos = target.eos_token_ids if eos_token_ids is None else eos_token_ids
     start = time.perf_counter()
     proposer.reset()
-    cache, features, root = _prefill(target, prompt, temperature, generator)
+    cache, features, root = _prefill(target, prompt, temperature, generator, prefix)
     proposer.commit(features, torch.cat([prompt[1:], torch.tensor([root])]))
     out = Generation(tokens=[root], prefill_seconds=time.perf_counter() - start)
     out.stopped = cut_new_tokens([], out.tokens, max_new_tokens, eos, stop)[1]
@@ -204,11 +243,13 @@ def vanilla_generate(
     generator: torch.Generator | None = None,
     eos_token_ids: set[int] | None = None,
     stop: StopStrings | None = None,
+    prefix: SharedPrefix | None = None,
 ) -> Generation:
-    """Plain autoregressive decoding on the same adapter: the baseline and the reference output."""
+    """Plain autoregressive decoding on the same adapter: the baseline and the reference output.
+    `prefix`: as in `speculative_generate`."""
     eos = target.eos_token_ids if eos_token_ids is None else eos_token_ids
     start = time.perf_counter()
-    cache, _, token = _prefill(target, prompt, temperature, generator)
+    cache, _, token = _prefill(target, prompt, temperature, generator, prefix)
     out = Generation(tokens=[token], prefill_seconds=time.perf_counter() - start)
     out.stopped = cut_new_tokens([], out.tokens, max_new_tokens, eos, stop)[1]
     while not out.stopped:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from taps.compose import candidate_scores
-from taps.generate import Generation, Proposer, StopStrings, chain, cut_new_tokens, record_cycle
+from taps.generate import Generation, Proposer, SharedPrefix, StopStrings, cut_new_tokens, record_cycle, run_prompt
 from taps.target import TargetModel
 from taps.tree import follow
 
@@ -46,13 +46,14 @@ def _check_end(reference: list[int], max_new_tokens: int, eos: set[int], stop: S
                          "with the vanilla loop and the same max_new_tokens and stop strings")
 
 
-def reference_features(target: TargetModel, prompt: Tensor, reference: list[int],
-                       chunk: int = 64) -> tuple[Tensor, dict[int, int]]:
+def reference_features(target: TargetModel, prompt: Tensor, reference: list[int], chunk: int = 64,
+                       prefix: SharedPrefix | None = None) -> tuple[Tensor, dict[int, int]]:
     """Features of prompt + reference[:-1] ([L + n - 1, H]), and {i: the target's argmax} at every i
     where reference[i] is not the target's argmax after what precedes it (the full-vocabulary head,
-    a chunk of rows at a time); {} for the target's own greedy continuation."""
+    a chunk of rows at a time); {} for the target's own greedy continuation. `prefix`: a shared
+    prompt prefix whose cache the pass reuses, as the loops' prefill does (`taps.generate.SharedPrefix`)."""
     seq = torch.cat([prompt, torch.tensor(reference[:-1], dtype=prompt.dtype)])
-    features = target.forward(seq, chain(seq.numel()), target.new_cache())
+    features = run_prompt(target, seq, prefix)[1]
     first = prompt.numel() - 1  # this row predicts reference[0]
     disagree = {}
     for lo in range(first, seq.numel(), chunk):
@@ -62,9 +63,10 @@ def reference_features(target: TargetModel, prompt: Tensor, reference: list[int]
     return features, disagree
 
 
-def checked_features(target: TargetModel, prompt: Tensor, reference: list[int], chunk: int = 64) -> Tensor:
+def checked_features(target: TargetModel, prompt: Tensor, reference: list[int], chunk: int = 64,
+                     prefix: SharedPrefix | None = None) -> Tensor:
     """`reference_features`' features; raises unless every reference token is the target's argmax."""
-    features, disagree = reference_features(target, prompt, reference, chunk)
+    features, disagree = reference_features(target, prompt, reference, chunk, prefix)
     if disagree:
         i = min(disagree)
         raise ValueError(f"replay: the reference is not this target's greedy continuation: token {i} is "

@@ -50,10 +50,11 @@ def main() -> None:
                  for name, spec in args.compositions.items()}
     config = EvalConfig(args.temperature, args.settings.get("max_new_tokens", 128), args.seed,
                         args.settings.get("replay", False), args.settings.get("timed_prompts", 1),
-                        args.settings.get("on_mismatch", EvalConfig.on_mismatch))
+                        args.settings.get("on_mismatch", EvalConfig.on_mismatch),
+                        args.settings.get("prefix_cache", EvalConfig.prefix_cache))
     references = read_references(args.references) if args.references else None
     rows = evaluate_many(target, proposers, benchmark_prompts(args), config, references=references,
-                         fmt=prompt_format(args, target.tokenizer))
+                         fmt=prompt_format(args, target.tokenizer), timed=args.settings.get("timed_compositions"))
     for (name, spec), out in zip(args.compositions.items(), args.outs):
         label = {"target": args.label[0], "backbone": args.label[1], "composition": name,
                  "temperature": args.temperature}

@@ -13,7 +13,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     target = open_target(args, fp32_logits=args.settings.get("fp32_logits", False))  # as the evaluations read it
-    config = EvalConfig(0.0, args.settings.get("max_new_tokens", 128), args.seed)
+    config = EvalConfig(0.0, args.settings.get("max_new_tokens", 128), args.seed,
+                        prefix_cache=args.settings.get("prefix_cache", EvalConfig.prefix_cache))
     rows = reference_rows(target, benchmark_prompts(args), config, fmt=prompt_format(args, target.tokenizer))
     write_references(rows, args.out)
 
