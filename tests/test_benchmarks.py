@@ -131,6 +131,12 @@ def test_seeded_sample_is_deterministic_in_file_order_and_differs_across_seeds(d
     assert first != list(range(1, 21))
 
 
+@pytest.mark.parametrize("name", ["mt_bench", "gsm8k", "math500", "svamp"])
+def test_seeded_samples_are_nested_so_t1_prompts_are_among_t0s(data_dir, name):
+    ids = {n: [p.id for p in load_prompts(BUILTIN[name], data_dir, limit=n, seed=0)] for n in (5, 10, 20)}
+    assert len(ids[20]) == 20 and set(ids[5]) < set(ids[10]) < set(ids[20])
+
+
 def test_seeded_sample_larger_than_the_file_takes_all_records(custom_file):
     bench = Benchmark("mine", str(custom_file), prompt_fields=("q",))
     assert load_prompts(bench, None, limit=10, seed=3) == load_prompts(bench, None)

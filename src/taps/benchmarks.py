@@ -174,8 +174,12 @@ def read_hub_prompts(benchmark: Benchmark) -> list[Prompt]:
 
 
 def sample_positions(n: int, limit: int, seed: int) -> list[int]:
-    """`limit` of the positions 0..n-1 drawn by a seeded shuffle, in ascending order (all when limit >= n)."""
-    return sorted(random.Random(seed).sample(range(n), min(limit, n)))
+    """The first `limit` positions of a seeded shuffle of 0..n-1, in ascending order (all when limit >= n).
+    Samples of one seed are nested: a smaller `limit` takes a subset of a larger one's positions, so T=1's
+    10 prompts are among T=0's 20 and the two temperatures compare on the same prompts."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:limit])
 
 
 def load_prompts(benchmark: Benchmark, data_dir: str | Path | None, limit: int | None = None,
