@@ -160,6 +160,9 @@ def test_shared_prefix_cache_leaves_every_output_unchanged(tmp_path, monkeypatch
     reused = []
     monkeypatch.setattr(taps.generate.SharedPrefix, "run", lambda self, *a, _run=taps.generate.SharedPrefix.run:
                         reused.append(1) or _run(self, *a))
+    committed = []
+    monkeypatch.setattr(taps.generate.SharedPrefix, "commit", lambda self, p, _commit=taps.generate.SharedPrefix.commit:
+                        committed.append(p in self.drafted) or _commit(self, p))
     proposer = EagleProposer(echo_drafter(target), TreeConfig(total_tokens=8, depth=3, top_k=2))
     strip = lambda rows: {k: [{c: v for c, v in r.items() if "seconds" not in c} for r in getattr(rows, k)]  # noqa: E731
                           for k in ("cycles", "nodes", "turns")}
@@ -172,3 +175,4 @@ def test_shared_prefix_cache_leaves_every_output_unchanged(tmp_path, monkeypatch
             runs.append((refs_tokens, strip(evaluate_many(target, {"p": proposer}, prompts, config, refs, False, fmt)["p"])))
         assert runs[0] == runs[1], (temperature, replay)
     assert reused  # the cached runs did go through the shared prefix
+    assert committed.count(False) == 3 and committed.count(True) > 3  # the drafter's prefix: once per run, then restored

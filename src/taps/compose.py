@@ -82,6 +82,13 @@ class _Ensemble:
         for p in self.proposers:
             p.commit(features, next_tokens)
 
+    def snapshot(self) -> list:
+        return [p.snapshot() for p in self.proposers]
+
+    def restore(self, state: list) -> None:
+        for p, s in zip(self.proposers, state):
+            p.restore(s)
+
 
 class RoutedProposer(_Ensemble):
     """Keeps, at every step, the tree of the drafter the signal prefers."""

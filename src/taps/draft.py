@@ -11,6 +11,8 @@ entries are appended to the drafter's cache while growing and cropped afterwards
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor
 from transformers import DynamicCache
@@ -47,6 +49,14 @@ class EagleProposer:
         hidden = self._run(next_tokens, features, positions, allowed)
         self.length += n
         self.last_hidden = hidden[-1]
+
+    def snapshot(self) -> tuple:
+        """The committed state (cache, length, last output), to `restore` later in place of re-committing."""
+        return copy.deepcopy(self.cache), self.length, self.last_hidden
+
+    def restore(self, state: tuple) -> None:
+        cache, self.length, self.last_hidden = state
+        self.cache = copy.deepcopy(cache)
 
     @torch.no_grad()
     def propose(self, root: int) -> DraftTree:

@@ -13,8 +13,8 @@ by (seed, prompt index, turn).
 Base targets are prompted few-shot, so every prompt of a benchmark starts with the same
 exemplars (~400-600 tokens here). The target runs them once per call (`shared_prefix`,
 `taps.generate.SharedPrefix`) and every prefill and replay pass continues from a copy of their
-cache (`EvalConfig.prefix_cache`); a test checks that outputs are unchanged by it. The drafters
-still run their ~1-layer pass over the whole prompt: it costs a small fraction of the target's.
+cache (`EvalConfig.prefix_cache`); each drafter commits the prefix once too, and later prompts
+restore its state. A test checks that outputs are unchanged by it.
 
 A greedy mismatch (`EvalConfig.on_mismatch`): in fp32 it is a bug, and "error" (the default)
 stops the evaluation. In bf16 a tree pass and a single-token pass round differently, so at a
@@ -203,7 +203,7 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
             answer = ref["tokens"] if ref is not None else vanilla.tokens if vanilla is not None else None
             for name, proposer in proposers.items():
                 replayed = replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens, stop=stop,
-                                         features=features) if replay else None
+                                         features=features, prefix=prefix) if replay else None
                 engine = not replay or (is_timed and (timed is None or name in timed))
                 spec = _engine(target, proposer, ids, config, index, turn, stop, answer, prefix) if engine else replayed
                 _append(rows[name], key, len(ids), spec, engine, vanilla if engine and is_timed else None,

@@ -168,11 +168,30 @@ class SharedPrefix:
         self.cache = target.new_cache()
         self.features = target.forward(self.ids, chain(len(self.ids)), self.cache) if len(self.ids) else None
         self.reused = 0  # sequences that started with the prefix
+        self.drafted: dict = {}  # proposer -> its state after committing the prefix (`commit`)
+
+    def starts(self, tokens: Tensor) -> bool:
+        """Whether `tokens` start with the prefix (and go on past it)."""
+        return 0 < len(self.ids) < len(tokens) and torch.equal(tokens[:len(self.ids)], self.ids)
+
+    def commit(self, proposer: Proposer) -> int:
+        """Commit the prefix to a freshly reset `proposer`: its state is computed once, then restored; returns
+        the prompt rows it covers (all but the prefix's last, whose next token lies past the prefix). A proposer
+        without snapshot/restore is left alone (0 rows)."""
+        if not hasattr(proposer, "snapshot"):
+            return 0
+        rows = len(self.ids) - 1
+        if proposer not in self.drafted:
+            proposer.commit(self.features[:rows], self.ids[1:])
+            self.drafted[proposer] = proposer.snapshot()
+        else:
+            proposer.restore(self.drafted[proposer])
+        return rows
 
     def run(self, target: TargetModel, tokens: Tensor) -> tuple[object, Tensor]:
         """(cache, features [n, H]) of `tokens` ([n] ids) run as a chain."""
         p = len(self.ids)
-        if 0 < p < len(tokens) and torch.equal(tokens[:p], self.ids):
+        if self.starts(tokens):
             self.reused += 1
             cache = copy.deepcopy(self.cache)
             rest = target.forward(tokens[p:], chain(len(tokens) - p), cache)
@@ -194,6 +213,14 @@ def _prefill(target: TargetModel, prompt: Tensor, temperature: float, generator,
     return cache, features, sample_token(target.logits(features[-1]), temperature, generator)
 
 
+def commit_prompt(proposer: Proposer, features: Tensor, next_tokens: Tensor, prompt: Tensor,
+                  prefix: SharedPrefix | None = None) -> None:
+    """Commit a prompt's features [L, H] and next tokens [L] to a freshly reset proposer, the shared prefix's
+    part restored from `prefix` where the prompt starts with it."""
+    done = prefix.commit(proposer) if prefix is not None and prefix.starts(prompt) else 0
+    proposer.commit(features[done:], next_tokens[done:])
+
+
 @torch.no_grad()
 def speculative_generate(
     target: TargetModel,
@@ -212,7 +239,7 @@ def speculative_generate(
     start = time.perf_counter()
     proposer.reset()
     cache, features, root = _prefill(target, prompt, temperature, generator, prefix)
-    proposer.commit(features, torch.cat([prompt[1:], torch.tensor([root])]))
+    commit_prompt(proposer, features, torch.cat([prompt[1:], torch.tensor([root])]), prompt, prefix)
     out = Generation(tokens=[root], prefill_seconds=time.perf_counter() - start)
     out.stopped = cut_new_tokens([], out.tokens, max_new_tokens, eos, stop)[1]
     while not out.stopped:

@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from taps.compose import candidate_scores
-from taps.generate import Generation, Proposer, SharedPrefix, StopStrings, cut_new_tokens, record_cycle, run_prompt
+from taps.generate import (Generation, Proposer, SharedPrefix, StopStrings, commit_prompt, cut_new_tokens, record_cycle,
+                           run_prompt)
 from taps.target import TargetModel
 from taps.tree import follow
 
@@ -85,12 +86,14 @@ def replay_greedy(
     eos_token_ids: set[int] | None = None,
     stop: StopStrings | None = None,
     features: Tensor | None = None,
+    prefix: SharedPrefix | None = None,
 ) -> Generation:
     """The greedy speculative loop's records for `proposer`, scored against the target's own output.
 
     reference: the vanilla loop's greedy tokens for `prompt` (`Generation.tokens`, same
     max_new_tokens, EOS and stop strings). features: `checked_features(target, prompt,
-    reference)`, when several proposers replay the same turn (computed here when None).
+    reference)`, when several proposers replay the same turn (computed here when None). prefix: the
+    shared prompt prefix those features were computed on, whose drafter state is then reused too.
     Returns the Generation `speculative_generate` would return at T=0: the same tokens, cycle
     rows and node rows, except that `seconds` time the drafting alone. A proposer that keeps one
     of several candidate trees (`candidates`, set by routing) also gets one `candidates` row per
@@ -101,9 +104,10 @@ def replay_greedy(
     _check_end(reference, max_new_tokens, eos, stop)
     start = time.perf_counter()
     proposer.reset()
-    features = checked_features(target, prompt, reference) if features is None else features
+    features = checked_features(target, prompt, reference, prefix=prefix) if features is None else features
     n_prompt = prompt.numel()
-    proposer.commit(features[:n_prompt], torch.cat([prompt[1:], torch.tensor(reference[:1], dtype=prompt.dtype)]))
+    commit_prompt(proposer, features[:n_prompt], torch.cat([prompt[1:], torch.tensor(reference[:1], dtype=prompt.dtype)]),
+                  prompt, prefix)
     out = Generation(tokens=reference[:1], prefill_seconds=time.perf_counter() - start)
     out.stopped = cut_new_tokens([], out.tokens, max_new_tokens, eos, stop)[1]
     while not out.stopped:
