@@ -9,10 +9,13 @@ KEY = {"target": "t", "backbone": "eagle2", "composition": "route", "benchmark":
 
 
 def _evaluation() -> Evaluation:
-    turns = pd.DataFrame([{**KEY, "prompt": p, "turn": t, "mode": "replay", "new_tokens": n, "passes": k}
+    turns = pd.DataFrame([{**KEY, "prompt": p, "turn": t, "mode": "replay", "new_tokens": n, "passes": k,
+                           "vanilla_new_tokens": n}
                           for p, t, n, k in (("a", 0, 10, 4), ("a", 1, 6, 3), ("b", 0, 9, 3))])
-    cycles = pd.DataFrame([{**KEY, "prompt": "a", "turn": 0, "cycle": 0, "accepted": 2, "nodes": 4, "drafter": 1},
-                           {**KEY, "prompt": "b", "turn": 0, "cycle": 0, "accepted": 0, "nodes": 4, "drafter": 0}])
+    cycles = pd.DataFrame([{**KEY, "prompt": "a", "turn": 0, "cycle": 0, "accepted": 2, "emitted": 3, "nodes": 4,
+                            "drafter": 1},
+                           {**KEY, "prompt": "b", "turn": 0, "cycle": 0, "accepted": 0, "emitted": 1, "nodes": 4,
+                            "drafter": 0}])
     nodes = pd.DataFrame([{**KEY, "prompt": p, "turn": 0, "cycle": 0, "depth": d, "drafter": s, "accepted": acc,
                            "confidence": 0.5, "entropy": 1.0}
                           for p, d, s, acc in (("a", 1, 1, True), ("a", 1, 1, False), ("a", 2, 1, True),
@@ -54,6 +57,23 @@ def test_node_sample_is_bounded_seeded_and_named():
 def test_routing_rows_carry_the_tree_kept():
     rows = routing_rows(_evaluation())
     assert rows.chosen.tolist() == [1] and rows.accepted_1.tolist() == [2] and rows.drafters.tolist() == ["math|chat"]
+
+
+def test_routing_rows_count_the_reference_tokens_left_at_each_cycle():
+    ev = _evaluation()
+    # turn a/1: a 7-token reference (vanilla_new_tokens 6, plus the prefill's token); its cycles, listed out of
+    # order, emit 3, 2 and 1 tokens, so 1, 4 and 6 tokens were generated before cycles 0, 1 and 2
+    more = [{**KEY, "prompt": "a", "turn": 1, "cycle": c, "accepted": e - 1, "emitted": e, "nodes": 4, "drafter": 0}
+            for c, e in ((2, 1), (0, 3), (1, 2))]
+    ev.cycles = pd.concat([ev.cycles, pd.DataFrame(more)], ignore_index=True)
+    ev.candidates = pd.concat([ev.candidates, pd.DataFrame(
+        [{**KEY, "prompt": "a", "turn": 1, "cycle": c, "confidence_0": 0.5, "confidence_1": 0.4, "entropy_0": 1.0,
+          "entropy_1": 2.0, "accepted_0": a, "accepted_1": 0} for c, a in ((1, 1), (0, 2), (2, 0))])],
+        ignore_index=True)
+    rows = routing_rows(ev).set_index(["prompt", "turn", "cycle"])
+    assert rows.loc[("a", 0, 0), "remaining"] == 10  # 11 reference tokens, the prefill's already out
+    assert [rows.loc[("a", 1, c), "remaining"] for c in range(3)] == [6, 3, 1]
+    assert (rows.levels == 3).all() and rows.loc[("a", 1, 1), "accepted_0"] == 1
 
 
 def test_replay_error_pools_timed_turns():

@@ -8,6 +8,7 @@ import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
+from taps.aggregate import temperature_pairs
 from taps.figures import (confidence_entropy_figure, depth_figure, depth_rates, routing_oracle,
                           routing_oracle_figure, save_figure, tau_figure, temperature_figure)
 
@@ -151,12 +152,37 @@ def test_depth_figure_draws_single_drafter_compositions_per_benchmark():
     assert "no single-drafter" in note(depth_figure(depth_frame(), temperature=1.0))
 
 
+def prompt_frame(temperatures=(0.0, 1.0)) -> pd.DataFrame:
+    """Per-prompt counts: 3 compositions x 3 benchmarks x 2 backbones; 4 prompts at T=0, the first 2 at T > 0."""
+    rows = []
+    for t in temperatures:
+        for backbone in ("eagle2", "hass"):
+            for i, comp in enumerate(("math", "chat", "merged-paper")):
+                for j, bench in enumerate(("svamp", "mt_bench", "gsm8k")):
+                    for k in range(4 if t == 0 else 2):
+                        rows.append({"target": TARGET, "backbone": backbone, "composition": comp, "benchmark": bench,
+                                     "temperature": t, "prompt": f"p{k}", "new_tokens": 60 + 10 * k - 20 * t,
+                                     "passes": 20})
+    return pd.DataFrame(rows)
+
+
+def test_temperature_pairs_compare_the_same_prompts():
+    T = temperature_pairs(prompt_frame())
+    assert len(T) == 18 and set(T.prompts) == {2}
+    row = T.iloc[0]
+    assert (row.tau_cold, row.tau_hot) == pytest.approx((65 / 20, 45 / 20))  # p0, p1 only at T=0 too
+    assert row["diff"] == pytest.approx(-1.0) and row.diff_low == pytest.approx(-1.0)  # every prompt loses 20
+    assert temperature_pairs(prompt_frame((0.0,))).empty
+
+
 def test_temperature_figure_one_point_per_pair_or_a_note():
-    fig = temperature_figure(evaluations(temperatures=(0.0, 1.0)))
+    fig = temperature_figure(temperature_pairs(prompt_frame()))
     assert len(fig.axes) == 2
     assert all(sum(isinstance(c, ErrorbarContainer) for c in ax.containers) == 9 for ax in fig.axes)
     assert fig.axes[0].get_xlabel() == "τ at T=0" and fig.axes[0].get_ylabel() == "τ at T=1"
-    assert note(temperature_figure(evaluations())) == "no T>0 evaluations"
+    assert "2 paired prompts" in fig.axes[0].get_title()
+    assert note(temperature_figure(temperature_pairs(prompt_frame((0.0,))))) == \
+        "no composition evaluated at two temperatures"
 
 
 @pytest.mark.parametrize("draw", [tau_figure, confidence_entropy_figure, routing_oracle_figure, depth_figure,

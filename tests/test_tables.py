@@ -156,16 +156,45 @@ def test_routing_table_names_each_drafter_share(E):
     assert set(table.composition) == {"route-confidence", "merged-paper", "merged-equal"}
 
 
-def test_speed_table_lists_timed_evaluations_only(E):
-    table = speed_table(E)
+def _timed_prompts(composition="math", temperature=0.0, engine=(40.0, 1.0), vanilla=(40.0, 2.0)):
+    """Per-prompt rows of two benchmarks, two prompts each, one prompt per benchmark timed: engine and vanilla
+    (tokens, decode seconds) per timed prompt; the untimed prompts carry NaN timing."""
+    rows = []
+    for bench in ("gsm8k", "mt_bench"):
+        for prompt, timed in (("p1", True), ("p2", False)):
+            rows.append({"target": "tiny", "backbone": "eagle2", "composition": composition, "benchmark": bench,
+                         "temperature": temperature, "prompt": prompt, "new_tokens": 40, "passes": 20,
+                         "timed_tokens": engine[0] if timed else NAN, "seconds": engine[1] if timed else NAN,
+                         "prefill_seconds": 0.5 if timed else NAN,
+                         "vanilla_new_tokens": vanilla[0] if timed else NAN,
+                         "vanilla_seconds": vanilla[1] if timed else NAN,
+                         "vanilla_prefill_seconds": 0.5 if timed else NAN})
+    return pd.DataFrame(rows)
+
+
+def test_speed_table_pools_timed_prompts_over_benchmarks_with_prefill_apart():
+    P = pd.concat([_timed_prompts(), _timed_prompts("chat")])  # chat: no evaluation row timed it
+    E = pd.DataFrame([{**_row("math", b, 3.0, timed=1, speed=(40.0, 20.0), identical=b == "gsm8k",
+                              mismatched=int(b != "gsm8k")), "prefill_ms": 500.0, "vanilla_prefill_ms": 400.0}
+                      for b in ("gsm8k", "mt_bench")])
+    table = speed_table(P[P.composition == "math"], E)
     assert len(table) == 1
     row = table.iloc[0]
-    assert (row["composition"], row["benchmark"], row["timed turns"]) == ("math", "GSM8K", "3")
-    assert (row["tokens/s"], row["vanilla tokens/s"], row["speedup"]) == ("37.0", "20.0", "1.85x")
-    assert row["identical"] == "no" and row["replay diff"] == "+0.03 [-0.01, +0.07]"
-    assert row["mismatched turns"] == "2"  # of the 3 timed turns, recorded with on_mismatch "record"
-    sampled = speed_table(pd.DataFrame([_row("math", "gsm8k", 3.0, temperature=1.0, timed=2, speed=(30.0, 20.0))]))
-    assert sampled.iloc[0]["mismatched turns"] == ""  # T > 0: samples differ by design
+    assert (row["composition"], row["benchmarks"], row["timed prompts"], row["timed turns"]) == ("math", "2", "2", "2")
+    assert (row["prefill ms"], row["vanilla prefill ms"]) == ("500", "400")
+    assert (row["tokens/s"], row["vanilla tokens/s"]) == ("40.0", "20.0")
+    # one timed prompt per benchmark: every replicate draws it, so the CI collapses on the point (2x)
+    assert row["speedup"] == "2.00 [2.00, 2.00]x"
+    assert row["identical"] == "no" and row["mismatched turns"] == "1"
+    assert speed_table(P.assign(seconds=NAN), E).empty  # nothing timed, nothing listed
+
+
+def test_speed_table_ci_spans_the_prompts_speedups():
+    P = pd.concat([_timed_prompts(engine=(40.0, 1.0)), _timed_prompts(engine=(40.0, 4.0)).assign(prompt="p3")])
+    E = pd.DataFrame([{**_row("math", b, 3.0, timed=2, speed=(20.0, 20.0)), "prefill_ms": 1.0,
+                       "vanilla_prefill_ms": 1.0} for b in ("gsm8k", "mt_bench")])
+    value, low, high = (float(x.strip("[],x")) for x in speed_table(P, E).iloc[0]["speedup"].split())
+    assert low < value < high and 0.5 <= low and high <= 2.0  # 2x and 0.5x prompts: the pooled ratio between
 
 
 def test_replay_table_counts_each_reference_turn_unlike_the_targets_argmax_once():

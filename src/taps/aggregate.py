@@ -15,7 +15,7 @@ everything averaged is computed here, once, through `taps.metrics`:
   reached and passed each depth (the conditional acceptance rate per speculative step);
 - `node_sample`: a seeded sample of drafted nodes (confidence, entropy, accepted);
 - `routing_rows`: every routed cycle replay scored, with each drafter's signals and the drafted
-  tokens its tree would have had accepted;
+  tokens its tree would have had accepted, the reference tokens left and the tree's draft levels;
 - `replay_turns`: timed T=0 turns with the engine's and replay's counts (`replay_error` pools them).
 """
 
@@ -91,10 +91,11 @@ def evaluation_row(ev: Evaluation, seed: int = 0) -> dict:
     turns, cycles, nan, greedy = ev.turns, ev.cycles, float("nan"), ev.key["temperature"] == 0
     per_prompt = turns.groupby("prompt")[["new_tokens", "passes"]].sum()
     tau, low, high = bootstrap_ci(per_prompt.new_tokens.tolist(), per_prompt.passes.tolist(), seed=seed)
-    timed = turns[turns["mode"] == "engine"]
+    engine = turns[turns["mode"] == "engine"]
+    timed = _timed(turns)
     speed = timed.new_tokens.sum() / timed.seconds.sum() if len(timed) else nan
     vanilla = timed.vanilla_new_tokens.sum() / timed.vanilla_seconds.sum() if len(timed) else nan
-    both = timed[timed.get("replay_passes", pd.Series(index=timed.index, dtype=float)).notna()]
+    both = engine[engine.get("replay_passes", pd.Series(index=engine.index, dtype=float)).notna()]
     diff = (_ratio_diff_ci(both.new_tokens, both.passes, both.replay_new_tokens, both.replay_passes, seed)
             if len(both) else (nan, nan, nan))
     row = {**ev.labels, "prompts": len(per_prompt), "turns": len(turns), "tau": tau, "tau_low": low, "tau_high": high,
@@ -102,8 +103,10 @@ def evaluation_row(ev: Evaluation, seed: int = 0) -> dict:
            "timed_turns": len(timed), "tokens_per_s": speed, "vanilla_tokens_per_s": vanilla,
            "speedup": speed / vanilla if len(timed) else nan,
            # greedy output equal to vanilla's on every timed turn; None at T > 0, where samples differ by design
-           "identical": bool(timed.identical.astype(bool).all()) if greedy else None,
-           "mismatched_turns": int((timed.identical == False).sum()) if greedy else nan,  # noqa: E712
+           "prefill_ms": 1e3 * timed.get("prefill_seconds", pd.Series(dtype=float)).mean(),
+           "vanilla_prefill_ms": 1e3 * timed.get("vanilla_prefill_seconds", pd.Series(dtype=float)).mean(),
+           "identical": bool(engine.identical.dropna().astype(bool).all()) if greedy else None,
+           "mismatched_turns": int((engine.identical == False).sum()) if greedy else nan,  # noqa: E712
            "reference_mismatched_turns": _reference_mismatched_turns(turns),
            "replay_turns": len(both), "replay_diff": diff[0], "replay_diff_low": diff[1], "replay_diff_high": diff[2],
            "replay_mismatches": int((both.replay_matches == False).sum())}  # noqa: E712
@@ -121,11 +124,23 @@ def _reference_mismatched_turns(turns: pd.DataFrame) -> float:
     return int((counts > 0).sum()) if len(counts) else float("nan")
 
 
+def _timed(turns: pd.DataFrame) -> pd.DataFrame:
+    """The turns timed side by side with vanilla (rows written before the `timed` column: engine turns)."""
+    return turns[turns["timed"].astype(bool)] if "timed" in turns else turns[turns["mode"] == "engine"]
+
+
+TIMING = ("seconds", "prefill_seconds", "vanilla_new_tokens", "vanilla_seconds", "vanilla_prefill_seconds")
+
+
 def prompt_rows(ev: Evaluation) -> pd.DataFrame:
-    """New tokens and passes per prompt (turns summed)."""
-    counts = ev.turns.groupby("prompt", sort=False)[["new_tokens", "passes"]].sum().reset_index()
+    """New tokens and passes per prompt (turns summed); and for a timed prompt its timed turns' engine new
+    tokens (`timed_tokens`), decode and prefill seconds, and vanilla's (NaN for a prompt not timed)."""
+    counts = ev.turns.groupby("prompt", sort=False)[["new_tokens", "passes"]].sum()
+    timed = _timed(ev.turns).reindex(columns=["prompt", "new_tokens", *TIMING])
+    timing = timed.rename(columns={"new_tokens": "timed_tokens"}).groupby("prompt").sum(min_count=1)
+    counts = counts.join(timing, how="left").reset_index()
     labels = {k: v for k, v in ev.labels.items() if k not in ("budget", "trie")}
-    return counts.assign(**labels)[[*labels, "prompt", "new_tokens", "passes"]]
+    return counts.assign(**labels)[[*labels, "prompt", "new_tokens", "passes", "timed_tokens", *TIMING]]
 
 
 def depth_rows(ev: Evaluation) -> pd.DataFrame:
@@ -161,12 +176,25 @@ def node_sample(ev: Evaluation, limit: int = 5000, seed: int = 0) -> pd.DataFram
 
 
 def routing_rows(ev: Evaluation) -> pd.DataFrame:
-    """Routed cycles that replay scored: both trees' signals and acceptance, and the tree kept (`chosen`)."""
+    """Routed cycles that replay scored: both trees' signals and acceptance, the tree kept (`chosen`), the
+    reference tokens left at the cycle (`remaining`) and the tree's draft levels (`levels`).
+
+    A tree's deepest drafted node sits at level `levels` (TreeConfig.depth + 1: the root's children, then
+    one level per expansion; `taps.draft`), so a pass emits at most levels + 1 tokens: the longest
+    accepted path and the target's own next token. `accepted_i` walks the reference's remainder
+    (`taps.compose.candidate_scores`), so it is the tree's acceptance unaffected by the turn's end
+    (max_new_tokens, EOS, a stop string) exactly when remaining >= levels + 1 (`taps.same_contexts.uncut`).
+    """
     if ev.candidates.empty:
         return pd.DataFrame()
-    chosen = ev.cycles[["prompt", "turn", "cycle", "drafter"]].rename(columns={"drafter": "chosen"})
-    out = ev.candidates.merge(chosen, on=["prompt", "turn", "cycle"], how="left")
-    return out.assign(drafters="|".join(ev.spec["drafters"]))
+    cycles = ev.cycles.sort_values(["prompt", "turn", "cycle"])
+    before = cycles.groupby(["prompt", "turn"]).emitted.cumsum() - cycles.emitted  # emitted by earlier cycles
+    reference = ev.turns.set_index(["prompt", "turn"]).vanilla_new_tokens + 1  # the prefill's token included
+    # tokens generated before the cycle: the prefill's token and what earlier cycles emitted
+    remaining = reference.reindex(pd.MultiIndex.from_frame(cycles[["prompt", "turn"]])).to_numpy() - (1 + before)
+    kept = cycles[["prompt", "turn", "cycle"]].assign(chosen=cycles.drafter, remaining=remaining.astype(int))
+    out = ev.candidates.merge(kept, on=["prompt", "turn", "cycle"], how="left")
+    return out.assign(levels=ev.depth, drafters="|".join(ev.spec["drafters"]))
 
 
 def aggregate(directories: list[str], seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -207,3 +235,29 @@ def replay_error(replay: pd.DataFrame, seed: int = 0) -> dict:
     diff = _ratio_diff_ci(replay.new_tokens, replay.passes, replay.replay_new_tokens, replay.replay_passes, seed)
     return {"turns": len(replay), "differing": int((replay.replay_matches == False).sum()),  # noqa: E712
             "diff": diff[0], "low": diff[1], "high": diff[2]}
+
+
+def temperature_pairs(P: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The temperature effect on the same prompts: for every (target, backbone, composition, benchmark)
+    evaluated at the lowest and at the highest temperature of `P` (`prompt_rows`), tau at each over the
+    prompts both have (`prompts`), with 95% bootstrap CIs, and the paired difference hot - cold with its
+    95% CI (prompts resampled together)."""
+    temps = sorted(P["temperature"].astype(float).unique()) if len(P) else []
+    if len(temps) < 2:
+        return pd.DataFrame()
+    cold, hot = temps[0], temps[-1]
+    on = ["target", "backbone", "composition", "benchmark", "prompt"]
+    both = P[P.temperature == cold][on + ["new_tokens", "passes"]].merge(
+        P[P.temperature == hot][on + ["new_tokens", "passes"]], on=on, suffixes=("_cold", "_hot"))
+    rows = []
+    for key, g in both.groupby(on[:-1], sort=False):
+        row = {**dict(zip(on[:-1], key)), "prompts": len(g), "cold": cold, "hot": hot}
+        for side in ("cold", "hot"):
+            tau = bootstrap_ci(g[f"new_tokens_{side}"].tolist(), g[f"passes_{side}"].tolist(), seed=seed)
+            row.update(zip((f"tau_{side}", f"tau_low_{side}", f"tau_high_{side}"), tau))
+        diff = paired_ratio_bootstrap({s: g[f"new_tokens_{s}"].tolist() for s in ("hot", "cold")},
+                                      {s: g[f"passes_{s}"].tolist() for s in ("hot", "cold")}, {"hot": 0, "cold": 0},
+                                      lambda r: r["hot"] - r["cold"], seed=seed)
+        rows.append({**row, **dict(zip(("diff", "diff_low", "diff_high"), diff))})
+    return pd.DataFrame(rows)
+

@@ -63,6 +63,12 @@ def _title(key, frame: pd.DataFrame) -> str:
     return f"{target} · {backbone}" if frame.target.nunique() > 1 else backbone
 
 
+def _span(counts: pd.Series) -> str:
+    """'10', or '8-10' when counts differ."""
+    lo, hi = int(counts.min()), int(counts.max())
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
 def _err(rows: pd.DataFrame, mid: str, low: str, high: str) -> np.ndarray:
     # [2, n] distances below/above the estimate, as errorbar wants them
     return np.vstack([rows[mid] - rows[low], rows[high] - rows[mid]]).clip(min=0)
@@ -214,21 +220,16 @@ def depth_figure(D: pd.DataFrame, temperature: float = 0.0) -> Figure:
     return fig
 
 
-def temperature_figure(E: pd.DataFrame) -> Figure:
-    """tau at the lowest vs the highest temperature (T=0 vs T=1), one point per composition x
-    benchmark evaluated at both, with 95% CIs both ways; below the diagonal, sampling costs tau."""
-    if _lacks(E, TAU_COLS):
-        return _note("no evaluations")
-    temps = sorted(E.temperature.astype(float).unique())
-    if len(temps) < 2:
-        return _note("no T>0 evaluations")
-    cold, hot = temps[0], temps[-1]
-    on = PANEL + ["composition", "benchmark"]
-    pairs = E[E.temperature == cold].merge(E[E.temperature == hot], on=on, suffixes=("_cold", "_hot"))
-    if pairs.empty:
-        return _note(f"no composition evaluated at both T={cold:g} and T={hot:g}")
-    comps = list(dict.fromkeys(pairs.composition))
-    colors, panels = _colors(comps), list(pairs.groupby(PANEL, sort=False))
+def temperature_figure(T: pd.DataFrame) -> Figure:
+    """tau at the lowest vs the highest temperature on the same prompts (`taps.aggregate.temperature_pairs`),
+    one point per composition x benchmark evaluated at both, with 95% CIs both ways; below the diagonal,
+    sampling costs tau."""
+    cols = PANEL + ["composition", "benchmark", "cold", "hot", "tau_cold", "tau_hot"]
+    if _lacks(T, cols):
+        return _note("no composition evaluated at two temperatures")
+    cold, hot = T.cold.iloc[0], T.hot.iloc[0]
+    comps = list(dict.fromkeys(T.composition))
+    colors, panels = _colors(comps), list(T.groupby(PANEL, sort=False))
     fig, axes = _grid(1, len(panels), width=4.8, height=4.4)
     for ax, (key, frame) in zip(axes[0], panels):
         xerr = _err(frame, "tau_cold", "tau_low_cold", "tau_high_cold")
@@ -239,10 +240,11 @@ def temperature_figure(E: pd.DataFrame) -> Figure:
         lims = [min(frame.tau_low_cold.min(), frame.tau_low_hot.min()) * 0.95,
                 max(frame.tau_high_cold.max(), frame.tau_high_hot.max()) * 1.05]
         ax.plot(lims, lims, ls="--", color="grey", lw=0.8)
-        ax.set(xlabel=f"τ at T={cold:g}", ylabel=f"τ at T={hot:g}", title=_title(key, pairs))
+        ax.set(xlabel=f"τ at T={cold:g}", ylabel=f"τ at T={hot:g}",
+               title=f"{_title(key, T)}, {_span(frame.prompts)} paired prompts")
     handles = {c: Line2D([], [], color=colors[c], marker="o", ls="") for c in comps}
     handles |= {display_name(b): Line2D([], [], color="black", marker=MARKERS.get(b, "v"), ls="")
-                for b in column_order(pairs.benchmark)}
+                for b in column_order(T.benchmark)}
     _legend(fig, axes, handles)
     return fig
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from taps.aggregate import replay_error
+from taps.aggregate import replay_error, temperature_pairs
 from taps.benchmarks import DISPLAY_NAMES
+from taps.metrics import paired_ratio_bootstrap
 
 BENCHMARKS = DISPLAY_NAMES
 AVERAGE = "average"  # benchmark name of the Avg. column (also the paper CSV's name for it)
@@ -176,18 +177,53 @@ def _count(value) -> str:
     return "" if pd.isna(value) else str(int(value))
 
 
-def speed_table(E: pd.DataFrame) -> pd.DataFrame:
-    """Wall-clock speed of every evaluation with timed turns: tokens/s of the engine and of vanilla
-    decoding, speedup, whether greedy outputs were identical and on how many turns they were not
-    (`mismatched turns`, blank at T > 0), and engine minus replay tau with its CI."""
-    rows = [{**_labels((r.target, r.backbone, r.temperature, r.composition)),
-             "benchmark": DISPLAY.get(r.benchmark, r.benchmark), "timed turns": str(int(r.timed_turns)),
-             "tokens/s": f"{r.tokens_per_s:.1f}", "vanilla tokens/s": f"{r.vanilla_tokens_per_s:.1f}",
-             "speedup": f"{r.speedup:.2f}x", "identical": _flag(r.identical),
-             "mismatched turns": _count(getattr(r, "mismatched_turns", NAN)),  # NaN: a frame from before the count
-             "replay diff": fmt_ci(r.replay_diff, r.replay_diff_low, r.replay_diff_high, signed=True)}
-            for r in _ordered(E[E["timed_turns"] > 0]).itertuples()]
+def speed_table(P: pd.DataFrame, E: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Wall-clock speed per (target, backbone, temperature, composition) over its timed prompts (`P`,
+    `taps.aggregate.prompt_rows`; vanilla ran on the same turns, right before the engines): prefill ms per
+    timed turn (engine, vanilla), decode tokens/s (prefill excluded) of both, and the speedup, the mean over
+    benchmarks of engine / vanilla decode tokens/s with its 95% bootstrap CI (prompts resampled within each
+    benchmark); whether greedy outputs were identical to the target's and on how many turns they were not
+    (blank at T > 0). The per-benchmark figures are in `evaluations.parquet`."""
+    timed = P[P["vanilla_seconds"].notna() & P["seconds"].notna()] if "vanilla_seconds" in P else P.iloc[:0]
+    if timed.empty:
+        return pd.DataFrame()
+    rows = []
+    for key, group in _ordered(timed).groupby(ROW_KEYS, sort=False):
+        num, den, strata = {}, {}, {}
+        for bench, b in group.groupby("benchmark", sort=False):
+            for side, tokens, seconds in (("engine", "timed_tokens", "seconds"),
+                                          ("vanilla", "vanilla_new_tokens", "vanilla_seconds")):
+                num[(side, bench)], den[(side, bench)], strata[(side, bench)] = b[tokens], b[seconds], bench
+        benches = list(dict.fromkeys(group["benchmark"]))
+        speedup = paired_ratio_bootstrap(
+            num, den, strata, lambda r: sum(r[("engine", b)] / r[("vanilla", b)] for b in benches) / len(benches),
+            seed=seed)
+        e = E[(E[ROW_KEYS] == pd.Series(dict(zip(ROW_KEYS, key)))).all(axis=1) & (E["timed_turns"] > 0)]
+        turns = e["timed_turns"].sum()
+        rows.append({**_labels(key), "benchmarks": str(len(benches)), "timed prompts": str(len(group)),
+                     "timed turns": str(int(turns)),
+                     "prefill ms": f"{(e.prefill_ms * e.timed_turns).sum() / turns:.0f}",
+                     "vanilla prefill ms": f"{(e.vanilla_prefill_ms * e.timed_turns).sum() / turns:.0f}",
+                     "tokens/s": f"{group.timed_tokens.sum() / group.seconds.sum():.1f}",
+                     "vanilla tokens/s": f"{group.vanilla_new_tokens.sum() / group.vanilla_seconds.sum():.1f}",
+                     "speedup": fmt_ci(*speedup) + "x",
+                     "identical": _flag(e.identical.iloc[0] if key[2] != 0 else bool(e.identical.all())),
+                     "mismatched turns": _count(e.mismatched_turns.sum(min_count=1))})
     return pd.DataFrame(rows)
+
+
+def temperature_table(P: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The temperature effect on the same prompts (`taps.aggregate.temperature_pairs`): per backbone, composition
+    and benchmark, the prompts both temperatures ran, tau [95% CI] at each, and the paired difference [95% CI]."""
+    T = temperature_pairs(P, seed)
+    if T.empty:
+        return T
+    return pd.DataFrame([{"target": r.target, "backbone": r.backbone, "composition": r.composition,
+                          "benchmark": DISPLAY.get(r.benchmark, r.benchmark), "prompts": str(r.prompts),
+                          f"tau T={r.cold:g}": fmt_ci(r.tau_cold, r.tau_low_cold, r.tau_high_cold),
+                          f"tau T={r.hot:g}": fmt_ci(r.tau_hot, r.tau_low_hot, r.tau_high_hot),
+                          "difference": fmt_ci(r.diff, r.diff_low, r.diff_high, signed=True)}
+                         for r in T.itertuples()])
 
 
 def _reference_mismatches(E: pd.DataFrame) -> str:

@@ -25,6 +25,7 @@ rule tables:
     input:
         evaluations=f"{RESULTS}/tables/evaluations.parquet",
         replay=f"{RESULTS}/tables/replay.parquet",
+        prompts=f"{RESULTS}/tables/prompts.parquet",
         paper=PAPER if PAPER and Path(PAPER).is_file() else [],
     output:
         [report(f"{RESULTS}/tables/{name}.{ext}", caption=f"../report/table_{name}.rst", category="Tables",
@@ -43,7 +44,7 @@ rule tables:
     conda:
         ENV
     shell:
-        "python workflow/scripts/tables.py --evaluations {input.evaluations} --replay {input.replay} "
+        "python workflow/scripts/tables.py --evaluations {input.evaluations} --replay {input.replay} --prompts {input.prompts} "
         "--paper '{input.paper}' --order {params.order} --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
 
 

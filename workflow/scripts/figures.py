@@ -5,6 +5,7 @@ import os
 
 import pandas as pd
 
+from taps.aggregate import temperature_pairs
 from taps.figures import (confidence_entropy_figure, depth_figure, routing_oracle_figure, save_figure, tau_figure,
                           temperature_figure)
 
@@ -18,7 +19,7 @@ def main() -> None:
     E, D = frame("evaluations"), frame("depth")
     figures = {"tau_T0": tau_figure(E, 0.0), "confidence_entropy": confidence_entropy_figure(frame("nodes")),
                "routing_oracle": routing_oracle_figure(frame("routing")), "depth": depth_figure(D, 0.0),
-               "temperature": temperature_figure(E)}
+               "temperature": temperature_figure(temperature_pairs(frame("prompts")))}
     for name, fig in figures.items():
         save_figure(fig, os.path.join(args.out_dir, name))
 

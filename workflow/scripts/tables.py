@@ -7,7 +7,7 @@ import os
 import pandas as pd
 
 from taps.tables import (composition_table, main_numbers, main_table, replay_table, routing_table, speed_table,
-                         write_table)
+                         temperature_table, write_table)
 
 CAPTIONS = {
     "main": "Acceptance length tau [95% bootstrap CI over prompts] per variant and benchmark; paper rows: the "
@@ -16,9 +16,14 @@ CAPTIONS = {
                     "and target nodes verified per pass (merged trees at the paper's budget and at equal budget).",
     "routing": "Routing shares: the fraction of decoding cycles whose kept tree (routing) or last accepted node "
                "(merged tree) came from each drafter.",
-    "speed": "Speed on the timed turns (vanilla run right before the engine, same process): tokens/s, speedup, "
-             "greedy output identical to vanilla and the turns where it was not (evaluate.on_mismatch: record), "
-             "and engine - replay tau [95% CI].",
+    "speed": "Speed on the timed prompts (evaluate.timed; vanilla run once per turn right before the engines, same "
+             "process): prefill ms per turn, decode tokens/s (prefill excluded) of the engine and of our own vanilla "
+             "loop, the speedup (mean over benchmarks of the decode tokens/s ratio) [95% bootstrap CI over prompts], "
+             "and whether greedy outputs were identical to the target's (turns where they were not: "
+             "evaluate.on_mismatch record).",
+    "temperature": "The temperature effect on the same prompts (T=1's prompts are the first of T=0's sample; MT-Bench's "
+                   "second turn follows the target's greedy first answer at both): tau [95% bootstrap CI] at each "
+                   "temperature and the paired difference [95% CI], prompts resampled together.",
     "replay": "Replay's measured error: timed T=0 turns decoded by both the engine and replay, turns whose records "
               "differed, and the engine - replay difference in tau [95% bootstrap CI over turns]; reference "
               "mismatches: replayed turns whose reference (the vanilla output) is not the target's one-pass argmax "
@@ -30,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--evaluations", required=True)
     parser.add_argument("--replay", required=True)
+    parser.add_argument("--prompts", required=True, help="per-prompt frame (timing of the timed prompts)")
     parser.add_argument("--paper", default="", help="the paper's reported numbers (CSV); '' for none")
     parser.add_argument("--order", type=json.loads, default=None, help="compositions in table order")
     parser.add_argument("--seed", type=int, default=0)
@@ -42,7 +48,9 @@ def main() -> None:
                 numbers=main_numbers(E, paper, args.order))
     write_table(composition_table(E), stem("compositions"), CAPTIONS["compositions"])
     write_table(routing_table(E), stem("routing"), CAPTIONS["routing"])
-    write_table(speed_table(E), stem("speed"), CAPTIONS["speed"])
+    P = pd.read_parquet(args.prompts)
+    write_table(speed_table(P, E, args.seed), stem("speed"), CAPTIONS["speed"])
+    write_table(temperature_table(P, args.seed), stem("temperature"), CAPTIONS["temperature"])
     write_table(replay_table(pd.read_parquet(args.replay), E, args.seed), stem("replay"), CAPTIONS["replay"])
     print(open(stem("main") + ".md").read())
 
