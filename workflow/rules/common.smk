@@ -189,21 +189,34 @@ def eval_drafters(target, backbone, compositions):
 
 
 def reference_input(target, benchmark, temperature):
-    """The greedy references a T=0 evaluation replays against, when evaluate.replay is on."""
-    if config["evaluate"].get("replay") and is_greedy(temperature):
+    """The greedy references, when evaluate.replay is on: a T=0 evaluation replays against them, and at any
+    temperature a later turn is conditioned on the target's greedy answer they hold (the same contexts)."""
+    if config["evaluate"].get("replay"):
         return f"{RESULTS}/references/{target}/{benchmark}.parquet"
     return []
 
 
+def check_sampled_prompts():
+    """T > 0 evaluates the first prompts of T=0's sample (nested seeded samples), so it cannot ask for more."""
+    ev = config.get("evaluate", {})
+    sampled, greedy = ev.get("sampled", {}).get("prompts"), ev.get("prompts")
+    if sampled and greedy and ev.get("replay") and sampled > greedy:
+        raise ValueError(f"evaluate.sampled.prompts ({sampled}) exceeds evaluate.prompts ({greedy}): with replay, "
+                         "T > 0 turns are conditioned on T=0's references, which cover evaluate.prompts prompts")
+
+
 def eval_settings(temperature=0, benchmark=None):
-    """prompts, max_new_tokens, replay, timed_prompts, on_mismatch, fp32_logits and tree of the evaluate section,
-    as an evaluation at `temperature` on `benchmark` uses them (at T=0, no timed prompts where
-    evaluate.timed_benchmarks leaves it out; at T > 0 every turn runs the engine anyway)."""
+    """prompts, max_new_tokens, replay, timed_prompts, timed_compositions, prefix_cache, on_mismatch, fp32_logits and
+    tree of the evaluate section, as an evaluation at `temperature` on `benchmark` uses them (no timed prompts where
+    evaluate.timed_benchmarks leaves the benchmark out; timed_compositions only at T=0, where replay leaves the
+    engine to the timed compositions)."""
     ev = config["evaluate"]
     settings = {k: v for k, v in ev.items() if k not in (
         "compositions", "benchmarks", "temperatures", "fewshot", "sampled", "threads", "timed_benchmarks")}
-    if is_greedy(temperature) and benchmark is not None and benchmark not in ev.get("timed_benchmarks", [benchmark]):
+    if benchmark is not None and benchmark not in ev.get("timed_benchmarks", [benchmark]):
         settings["timed_prompts"] = 0
+    if not is_greedy(temperature):
+        settings.pop("timed_compositions", None)
     return {**settings, "prompts": eval_plan(temperature)[3]}
 
 
@@ -211,12 +224,13 @@ def reference_settings():
     """The settings the vanilla references depend on: prompts, max_new_tokens, and fp32_logits (the logits
     the greedy output is read from); on_mismatch only matters where an output is compared, so it is left out
     and changing it does not rebuild the references."""
-    return {k: v for k, v in eval_settings(0).items() if k in ("prompts", "max_new_tokens", "fp32_logits")}
+    return {k: v for k, v in eval_settings(0).items() if k in ("prompts", "max_new_tokens", "fp32_logits",
+                                                                  "prefix_cache")}
 
 
 # the tidy frames, tables and figures that report.smk writes
 FRAMES = ("evaluations", "prompts", "depth", "nodes", "routing", "replay")
-TABLE_NAMES = ("main", "compositions", "routing", "speed", "replay")
+TABLE_NAMES = ("main", "compositions", "routing", "speed", "temperature", "replay")
 FIGURE_NAMES = ("tau_T0", "confidence_entropy", "routing_oracle", "depth", "temperature")
 PAPER = config.get("paper_results", "data/paper/taps_reported.csv")
 
@@ -271,3 +285,4 @@ def launcher(gpus):
 
 
 check_drafter_names()
+check_sampled_prompts()
