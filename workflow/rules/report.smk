@@ -44,7 +44,8 @@ rule tables:
     conda:
         ENV
     shell:
-        "python workflow/scripts/tables.py --evaluations {input.evaluations} --replay {input.replay} --prompts {input.prompts} "
+        "python workflow/scripts/tables.py --evaluations {input.evaluations} --replay {input.replay} "
+        "--prompts {input.prompts} "
         "--paper '{input.paper}' --order {params.order} --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -74,7 +75,7 @@ rule figures:
 rule findings:
     input:
         prompts=f"{RESULTS}/tables/prompts.parquet",
-        depth=f"{RESULTS}/tables/depth.parquet",
+        routing=f"{RESULTS}/tables/routing.parquet",
     output:
         md=report(f"{RESULTS}/findings.md", caption="../report/findings.rst", category="Findings"),
         claims=f"{RESULTS}/findings.parquet",
@@ -93,6 +94,6 @@ rule findings:
     conda:
         ENV
     shell:
-        "python workflow/scripts/findings.py --prompts {input.prompts} --depth {input.depth} --roles {params.roles} "
+        "python workflow/scripts/findings.py --prompts {input.prompts} --routing {input.routing} --roles {params.roles} "
         "--seed {params.seed} --out-md {output.md} --out {output.claims} --out-comparisons {output.comparisons} "
         "> {log} 2>&1"

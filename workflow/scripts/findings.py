@@ -12,20 +12,19 @@ from taps.findings import Roles, findings, findings_markdown
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prompts", required=True)
-    parser.add_argument("--depth", required=True)
+    parser.add_argument("--routing", required=True, help="routed cycles scored by replay (taps.aggregate.routing_rows)")
     parser.add_argument("--roles", type=json.loads, default={}, help="taps.findings.Roles fields (config findings)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-md", required=True)
     parser.add_argument("--out", required=True, help="claims Parquet")
     parser.add_argument("--out-comparisons", required=True, help="comparisons CSV")
     args = parser.parse_args()
-    depth = pd.read_parquet(args.depth)
-    claims, comparisons = findings(pd.read_parquet(args.prompts), depth if len(depth) else None,
-                                   Roles(**args.roles), seed=args.seed)
+    roles = Roles(**args.roles)
+    claims, comparisons = findings(pd.read_parquet(args.prompts), pd.read_parquet(args.routing), roles, seed=args.seed)
     claims.to_parquet(f"{args.out}.tmp")
     comparisons.to_csv(f"{args.out_comparisons}.tmp", index=False)
     with open(f"{args.out_md}.tmp", "w") as f:
-        f.write(findings_markdown(claims, comparisons))
+        f.write(findings_markdown(claims, comparisons, roles))
     for path in (args.out, args.out_comparisons, args.out_md):
         os.replace(f"{path}.tmp", path)
     print(claims[["backbone", "temperature", "claim", "verdict", "summary"]].to_string(index=False))
