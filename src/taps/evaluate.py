@@ -207,7 +207,7 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
                 engine = not replay or (is_timed and (timed is None or name in timed))
                 spec = _engine(target, proposer, ids, config, index, turn, stop, answer, prefix) if engine else replayed
                 _append(rows[name], key, len(ids), spec, engine, vanilla if engine and is_timed else None,
-                        replayed if engine else None, answer, disagree)
+                        replayed if engine else None, answer, disagree, greedy=config.temperature == 0)
             if not last:
                 history.append((text, fmt.answer(tokenizer, answer)))
     return rows
@@ -245,11 +245,12 @@ def _engine(target, proposer, ids, config, index, turn, stop, answer: list[int] 
 
 def _append(rows: EvalRows, key: dict, prompt_tokens: int, spec: Generation, engine: bool,
             vanilla: Generation | None, replayed: Generation | None, answer: list[int] | None,
-            disagree: int | None) -> None:
+            disagree: int | None, greedy: bool = True) -> None:
     """One turn's rows. `engine`: `spec` is the engine's run (else replay's); `vanilla` is set on a timed
     turn, `replayed` on an engine turn also replayed, `answer` is the target's own output the next turn is
     conditioned on (None for a last turn without reference or vanilla run), `disagree` the reference tokens
-    unlike the target's one-pass argmax (None when no reference was replayed)."""
+    unlike the target's one-pass argmax (None when no reference was replayed); `identical` is only
+    recorded when `greedy` (samples differ from the greedy answer by design)."""
     nan = float("nan")
     rows.cycles += [{**key, **c} for c in spec.cycles]
     rows.nodes += [{**key, **n} for n in spec.nodes]
@@ -262,7 +263,7 @@ def _append(rows: EvalRows, key: dict, prompt_tokens: int, spec: Generation, eng
         "vanilla_new_tokens": len(vanilla.tokens) - 1 if vanilla else len(answer) - 1 if answer else None,
         "vanilla_seconds": vanilla.seconds - vanilla.prefill_seconds if vanilla else nan,
         "vanilla_prefill_seconds": vanilla.prefill_seconds if vanilla else nan,
-        "identical": spec.tokens == answer if engine and answer is not None else None,
+        "identical": spec.tokens == answer if greedy and engine and answer is not None else None,
         "replay_matches": _same_records(replayed, spec) if replayed else None,
         "replay_new_tokens": len(replayed.tokens) - 1 if replayed else None,
         "replay_passes": len(replayed.cycles) if replayed else None,
