@@ -76,13 +76,17 @@ def test_routing_rows_count_the_reference_tokens_left_at_each_cycle():
     assert (rows.levels == 3).all() and rows.loc[("a", 1, 1), "accepted_0"] == 1
 
 
-def test_replay_error_pools_timed_turns():
+def test_replay_error_pools_timed_turns_and_resamples_prompts():
     replay = pd.DataFrame({"new_tokens": [10, 20], "passes": [5, 10], "replay_new_tokens": [10, 20],
                            "replay_passes": [5, 8], "replay_matches": [True, False]})
     err = replay_error(replay)
     assert (err["turns"], err["differing"]) == (2, 1) and err["diff"] == pytest.approx(2.0 - 30 / 13)
     assert err["low"] <= err["diff"] <= err["high"]
     assert replay_error(pd.DataFrame())["turns"] == 0
+    # two compositions timed on one prompt: one unit, so the CI collapses on the point
+    one = replay.assign(target="t", benchmark="gsm8k", prompt="p1")
+    err = replay_error(one)
+    assert (err["turns"], err["prompts"]) == (2, 1) and err["low"] == err["high"] == pytest.approx(err["diff"])
 
 
 def test_a_directory_that_is_not_an_evaluation_is_refused(tmp_path):

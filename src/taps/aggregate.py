@@ -228,12 +228,18 @@ def replay_turns(ev: Evaluation) -> pd.DataFrame:
 
 
 def replay_error(replay: pd.DataFrame, seed: int = 0) -> dict:
-    """Replay's measured error over `replay_turns` rows: turns, turns whose records differed, and the
-    engine - replay difference in tau (pooled ratio of sums) with its 95% bootstrap CI over turns."""
+    """Replay's measured error over `replay_turns` rows: turns, distinct prompts, turns whose records differed,
+    and the engine - replay difference in tau (pooled ratio of sums) with its 95% bootstrap CI over prompts:
+    the turns of one prompt (every composition timed on it, every turn) are resampled together, as they share
+    the prompt's contexts."""
     if replay.empty:
-        return {"turns": 0, "differing": 0, "diff": float("nan"), "low": float("nan"), "high": float("nan")}
-    diff = _ratio_diff_ci(replay.new_tokens, replay.passes, replay.replay_new_tokens, replay.replay_passes, seed)
-    return {"turns": len(replay), "differing": int((replay.replay_matches == False).sum()),  # noqa: E712
+        return {"turns": 0, "prompts": 0, "differing": 0, "diff": float("nan"), "low": float("nan"),
+                "high": float("nan")}
+    unit = [c for c in ("target", "benchmark", "prompt") if c in replay] or [replay.index.name or "index"]
+    counts = ["new_tokens", "passes", "replay_new_tokens", "replay_passes"]
+    by = replay.reset_index().groupby(unit, sort=False)[counts].sum()
+    diff = _ratio_diff_ci(by.new_tokens, by.passes, by.replay_new_tokens, by.replay_passes, seed)
+    return {"turns": len(replay), "prompts": len(by), "differing": int((replay.replay_matches == False).sum()),  # noqa: E712
             "diff": diff[0], "low": diff[1], "high": diff[2]}
 
 

@@ -239,14 +239,15 @@ def _reference_mismatches(E: pd.DataFrame) -> str:
 
 def replay_table(replay: pd.DataFrame, E: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Replay's measured error, for all backbones then each: timed T=0 turns decoded by both the engine
-    and replay (`taps.aggregate.replay_turns`), turns whose records differed, the engine - replay tau
-    [95% CI] (`replay_error`), and the reference turns not the target's one-pass argmax (from E)."""
+    and replay (`taps.aggregate.replay_turns`) and their distinct prompts, turns whose records differed, the
+    engine - replay tau [95% CI over prompts] (`replay_error`), and the reference turns not the target's one-pass argmax (from E)."""
     greedy = E[E["temperature"] == 0]
     of = lambda df, backbone: df if backbone is None or df.empty else df[df["backbone"] == backbone]  # noqa: E731
     rows = []
     for backbone in [None, *sorted({*(replay["backbone"] if len(replay) else []), *greedy["backbone"]})]:
         err = replay_error(of(replay, backbone), seed)
-        rows.append({"backbone": backbone or "all", "timed turns": err["turns"], "records differ": err["differing"],
+        rows.append({"backbone": backbone or "all", "timed turns": err["turns"], "prompts": err["prompts"],
+                     "records differ": err["differing"],
                      "engine - replay tau": f"{err['diff']:+.3f} [{err['low']:+.3f}, {err['high']:+.3f}]",
                      "reference mismatches": _reference_mismatches(of(greedy, backbone))})
     return pd.DataFrame(rows)

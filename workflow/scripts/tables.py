@@ -24,8 +24,9 @@ CAPTIONS = {
     "temperature": "The temperature effect on the same prompts (T=1's prompts are the first of T=0's sample; MT-Bench's "
                    "second turn follows the target's greedy first answer at both): tau [95% bootstrap CI] at each "
                    "temperature and the paired difference [95% CI], prompts resampled together.",
-    "replay": "Replay's measured error: timed T=0 turns decoded by both the engine and replay, turns whose records "
-              "differed, and the engine - replay difference in tau [95% bootstrap CI over turns]; reference "
+    "replay": "Replay's measured error: timed T=0 turns decoded by both the engine and replay (and their distinct "
+              "prompts), turns whose records "
+              "differed, and the engine - replay difference in tau [95% bootstrap CI over prompts]; reference "
               "mismatches: replayed turns whose reference (the vanilla output) is not the target's one-pass argmax "
               "somewhere, of all replayed turns, each target x benchmark's references counted once.",
 }
