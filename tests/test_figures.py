@@ -73,14 +73,23 @@ def test_routing_oracle_counts_only_decisive_cycles_and_breaks_ties_to_drafter_0
     got = routing_oracle(ROUTING).set_index(["benchmark", "signal"])
     assert got.loc[("gsm8k", "confidence"), "cycles"] == 4 and got.loc[("gsm8k", "confidence"), "agree"] == 0.75
     assert got.loc[("gsm8k", "entropy"), "cycles"] == 4 and got.loc[("gsm8k", "entropy"), "agree"] == 0.25
-    # Wilson 95% interval of 3 of 4, from the closed form
-    assert got.loc[("gsm8k", "confidence"), ["low", "high"]].tolist() == pytest.approx([0.3006, 0.9544], abs=1e-4)
+    # one prompt: its cycles are resampled together, so the CI has nothing to vary and sits on the point
+    assert got.loc[("gsm8k", "confidence"), ["low", "high"]].tolist() == [0.75, 0.75]
+    two = ROUTING.assign(prompt=["p", "q"] * (len(ROUTING) // 2) + ["p"] * (len(ROUTING) % 2))
+    low, high = routing_oracle(two).set_index(["benchmark", "signal"]).loc[("gsm8k", "confidence"), ["low", "high"]]
+    assert (low, high) == (0.5, 1.0)  # p: 1 of 2 decisive cycles agree, q: 2 of 2
     # always the matched drafter: math (index 0) on GSM8K wins 2 of 4; chat (index 1) on MT-Bench 1 of 1
     assert got.loc[("gsm8k", "matched"), "agree"] == 0.5
     assert got.loc[("mt_bench", "matched"), ["cycles", "agree"]].tolist() == [1, 1.0]
     assert got.loc[("mt_bench", "entropy"), "agree"] == 1.0
     assert got.loc[("svamp", "confidence"), "cycles"] == 0 and math.isnan(got.loc[("svamp", "confidence"), "agree"])
     assert ("svamp", "matched") not in got.index  # no decisive cycle: no reference to draw
+
+
+def test_routing_oracle_reads_one_routed_run_not_both():
+    both = pd.concat([ROUTING.assign(composition="route-confidence"), ROUTING.assign(composition="route-entropy")])
+    got = routing_oracle(both).set_index(["benchmark", "signal"])
+    assert got.loc[("gsm8k", "confidence"), "cycles"] == 4  # the same contexts are not counted twice
 
 
 def test_routing_oracle_without_drafter_names_has_only_the_two_signals():

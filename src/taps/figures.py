@@ -8,7 +8,6 @@ an error. The numbers behind the routing and depth figures are pure functions te
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -20,22 +19,13 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from taps.benchmarks import DOMAINS, column_order, display_name
+from taps.metrics import bootstrap_ci
 
 MARKERS = {"mt_bench": "o", "gsm8k": "s", "math500": "^", "svamp": "D"}
 PANEL = ["target", "backbone"]  # one panel per (target, backbone)
 TAU_COLS = PANEL + ["composition", "benchmark", "temperature", "tau", "tau_low", "tau_high"]
 ORACLE_COLS = ["target", "backbone", "benchmark", "signal", "cycles", "agree", "low", "high"]
 DEPTH_KEYS = ["target", "backbone", "composition", "benchmark", "temperature", "drafter_name", "depth"]
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of k successes in n trials; (nan, nan) when n == 0."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p, zz = k / n, z * z
-    centre = (p + zz / (2 * n)) / (1 + zz / n)
-    half = z * math.sqrt(p * (1 - p) / n + zz / (4 * n * n)) / (1 + zz / n)
-    return centre - half, centre + half
 
 
 def _lacks(frame: pd.DataFrame | None, cols) -> bool:
@@ -128,14 +118,19 @@ def confidence_entropy_figure(N: pd.DataFrame) -> Figure:
     return fig
 
 
-def routing_oracle(R: pd.DataFrame) -> pd.DataFrame:
+def routing_oracle(R: pd.DataFrame, run: str = "route-confidence") -> pd.DataFrame:
     """How often each routing signal keeps the tree the target would accept longer, per (target, backbone,
-    benchmark), pooled over the routed compositions' cycles. Only decisive cycles (accepted_0 != accepted_1)
-    count; agree = share where the signal picked the longer tree, [low, high] its 95% Wilson interval.
-    Signal 'matched' (always the benchmark's domain drafter) is added when R names the drafters."""
+    benchmark), on the cycles of one routed run (`run` where R has it, else its first composition), where
+    replay scored both drafters' trees on the same contexts. Only decisive cycles (accepted_0 != accepted_1)
+    count; agree = share where the signal picked the longer tree, [low, high] its 95% bootstrap CI over
+    prompts (a prompt's cycles resampled together). Signal 'matched' (always the benchmark's domain
+    drafter) is added when R names the drafters."""
     need = PANEL + ["benchmark", "confidence_0", "confidence_1", "entropy_0", "entropy_1", "accepted_0", "accepted_1"]
     if _lacks(R, need):
         return pd.DataFrame(columns=ORACLE_COLS)
+    if "composition" in R:
+        R = R[R.composition == (run if run in set(R.composition) else R.composition.iloc[0])]
+    prompts = R["prompt"] if "prompt" in R else pd.Series(0, index=R.index)
     rows = []
     for (target, backbone, benchmark), group in R.groupby(PANEL + ["benchmark"], sort=False):
         decisive = group[group.accepted_0 != group.accepted_1]
@@ -151,7 +146,10 @@ def routing_oracle(R: pd.DataFrame) -> pd.DataFrame:
             n, k = int(valid.sum()), int((pick[valid] == longer[valid]).sum())
             if signal == "matched" and n == 0:
                 continue
-            low, high = wilson(k, n)
+            low = high = float("nan")
+            if n:
+                per_prompt = (pick[valid] == longer[valid]).groupby(prompts[decisive.index][valid]).agg(["sum", "size"])
+                _, low, high = bootstrap_ci(per_prompt["sum"].tolist(), per_prompt["size"].tolist())
             rows.append({"target": target, "backbone": backbone, "benchmark": benchmark, "signal": signal,
                          "cycles": n, "agree": k / n if n else float("nan"), "low": low, "high": high})
     return pd.DataFrame(rows, columns=ORACLE_COLS)
