@@ -66,7 +66,7 @@ class EvalConfig:
     max_new_tokens: int = 128  # per turn
     seed: int = 0  # seeds every turn's generators, with the prompt index and turn number
     replay: bool = False  # at T=0: score turns against the vanilla output instead of verifying (taps.replay)
-    timed_prompts: int = 1  # with replay: the first n prompts also run the engine and vanilla side by side
+    timed_prompts: int = 1  # the first n prompts are timed: vanilla once per turn, then the engines
     on_mismatch: str = "error"  # a T=0 output or reference unlike the target's argmax: "error" stops, "record" counts
     prefix_cache: bool = True  # run the few-shot exemplars' prefix once and reuse its cache (`shared_prefix`)
 
