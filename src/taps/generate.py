@@ -178,9 +178,9 @@ class SharedPrefix:
         """Commit the prefix to a freshly reset `proposer`: its state is computed once, then restored; returns
         the prompt rows it covers (all but the prefix's last, whose next token lies past the prefix). A proposer
         without snapshot/restore is left alone (0 rows)."""
-        if not hasattr(proposer, "snapshot"):
-            return 0
         rows = len(self.ids) - 1
+        if rows < 1 or not hasattr(proposer, "snapshot"):
+            return 0
         if proposer not in self.drafted:
             proposer.commit(self.features[:rows], self.ids[1:])
             self.drafted[proposer] = proposer.snapshot()
