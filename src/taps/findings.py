@@ -409,7 +409,11 @@ def findings_markdown(claims: pd.DataFrame, comparisons: pd.DataFrame, roles: Ro
              "were compared;",
              "- (d) is decided on the domain-balanced mean (mean over domains of the mean over the domain's "
              "benchmarks); its plain-mean and routing-vs-oracle (matched expert per benchmark) rows are reported, "
-             "not deciding (decides = no, read at their own p).", ""]
+             "not deciding (decides = no, read at their own p);",
+             f"- (f) and (g) read the cycles of {roles.route_confidence} that replay scored (T=0): both drafters' "
+             "trees on the same contexts, cycles cut by the turn's end left out; (f) compares the tree each signal "
+             f"would keep, (g) the experts' log-odds of acceptance at step {roles.depth_step} minus step 1 on the "
+             f"cycles where both reached the step (at least {roles.min_cycles}); (g) has no equivalence margin.", ""]
     for letter, (statement, _) in CLAIMS.items():
         lines += [f"## ({letter}) {statement}", ""]
         for row in claims[claims.claim == letter].itertuples():
