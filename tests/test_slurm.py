@@ -21,7 +21,8 @@ DATA = ROOT / "data"
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # columns that time something: the only content two runs of the smoke DAG may differ in
-TIMINGS = ["seconds", "vanilla_seconds", "tokens_per_s", "vanilla_tokens_per_s", "speedup"]
+TIMINGS = ["seconds", "vanilla_seconds", "prefill_seconds", "vanilla_prefill_seconds", "tokens_per_s",
+           "vanilla_tokens_per_s", "speedup", "prefill_ms", "vanilla_prefill_ms"]
 # files made of timings or run metadata: benchmarks, logs, the speed tables, PDFs (they carry a creation date)
 UNCOMPARED = re.compile(r"^(benchmarks|logs)/|^tables/speed\.|\.pdf$")
 
