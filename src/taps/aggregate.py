@@ -261,9 +261,7 @@ def temperature_pairs(P: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         for side in ("cold", "hot"):
             tau = bootstrap_ci(g[f"new_tokens_{side}"].tolist(), g[f"passes_{side}"].tolist(), seed=seed)
             row.update(zip((f"tau_{side}", f"tau_low_{side}", f"tau_high_{side}"), tau))
-        diff = paired_ratio_bootstrap({s: g[f"new_tokens_{s}"].tolist() for s in ("hot", "cold")},
-                                      {s: g[f"passes_{s}"].tolist() for s in ("hot", "cold")}, {"hot": 0, "cold": 0},
-                                      lambda r: r["hot"] - r["cold"], seed=seed)
+        diff = _ratio_diff_ci(g.new_tokens_hot, g.passes_hot, g.new_tokens_cold, g.passes_cold, seed)
         rows.append({**row, **dict(zip(("diff", "diff_low", "diff_high"), diff))})
     return pd.DataFrame(rows)
 

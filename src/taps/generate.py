@@ -156,8 +156,8 @@ class SharedPrefix:
     """The target's KV cache and features of a token prefix many prompts share (a base target's few-shot
     exemplars, ~400-600 tokens here), computed once and reused by every prompt that starts with it.
 
-    `run` gives the cache and features of a whole sequence: a copy of the prefix's cache, extended
-    by one pass over the rest. A sequence that does not start with the prefix runs whole. The
+    `run` gives the cache and features of a whole sequence that `starts` with it: a copy of the
+    prefix's cache, extended by one pass over the rest (`run_prompt` runs any other sequence whole). The
     prefix's rows come from a pass over the prefix alone, so they equal a whole-sequence pass's up
     to float rounding (causal attention: no prefix row sees what follows); every loop and replay
     of an evaluation reads the same prefix, so they stay equal to one another.
@@ -189,20 +189,17 @@ class SharedPrefix:
         return rows
 
     def run(self, target: TargetModel, tokens: Tensor) -> tuple[object, Tensor]:
-        """(cache, features [n, H]) of `tokens` ([n] ids) run as a chain."""
+        """(cache, features [n, H]) of `tokens` ([n] ids, which `starts` with the prefix) run as a chain."""
         p = len(self.ids)
-        if self.starts(tokens):
-            self.reused += 1
-            cache = copy.deepcopy(self.cache)
-            rest = target.forward(tokens[p:], chain(len(tokens) - p), cache)
-            return cache, torch.cat([self.features, rest])
-        cache = target.new_cache()
-        return cache, target.forward(tokens, chain(tokens.numel()), cache)
+        self.reused += 1
+        cache = copy.deepcopy(self.cache)
+        rest = target.forward(tokens[p:], chain(len(tokens) - p), cache)
+        return cache, torch.cat([self.features, rest])
 
 
 def run_prompt(target: TargetModel, tokens: Tensor, prefix: SharedPrefix | None = None) -> tuple[object, Tensor]:
     """(cache, features) of `tokens` run as a chain, on top of `prefix` where they start with it."""
-    if prefix is not None:
+    if prefix is not None and prefix.starts(tokens):
         return prefix.run(target, tokens)
     cache = target.new_cache()
     return cache, target.forward(tokens, chain(tokens.numel()), cache)

@@ -207,7 +207,7 @@ def speed_table(P: pd.DataFrame, E: pd.DataFrame, seed: int = 0) -> pd.DataFrame
                      "tokens/s": f"{group.timed_tokens.sum() / group.seconds.sum():.1f}",
                      "vanilla tokens/s": f"{group.vanilla_new_tokens.sum() / group.vanilla_seconds.sum():.1f}",
                      "speedup": fmt_ci(*speedup) + "x",
-                     "identical": _flag(e.identical.iloc[0] if key[2] != 0 else bool(e.identical.all())),
+                     "identical": _flag(bool(e.identical.all()) if key[2] == 0 else None),
                      "mismatched turns": _count(e.mismatched_turns.sum(min_count=1))})
     return pd.DataFrame(rows)
 
