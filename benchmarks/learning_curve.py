@@ -36,7 +36,7 @@ from taps.features import FeatureShards, extract_features, write_vocab
 from taps.generate import vanilla_generate
 from taps.metrics import bootstrap_ci
 from taps.prompts import choose_exemplars, first_exchange, plain_format
-from taps.replay import replay_greedy
+from taps.replay import replay_generate
 from taps.target import load_target
 from taps.train import TrainConfig, build_drafter, plan_batches, train_drafter
 from taps.tree import TreeConfig
@@ -61,7 +61,7 @@ def score(target, drafter, prompts, stop, tree, max_new_tokens):
     proposer = EagleProposer(drafter, tree)
     tokens, passes = [], []
     for ids, reference in prompts:
-        out = replay_greedy(target, proposer, ids, reference, max_new_tokens, stop=stop)
+        out = replay_generate(target, proposer, ids, reference, max_new_tokens, stop=stop)
         tokens.append(len(out.tokens) - 1)
         passes.append(len(out.cycles))
     return bootstrap_ci(tokens, passes)

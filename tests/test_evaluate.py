@@ -8,9 +8,10 @@ import torch
 
 import taps.evaluate
 import taps.generate
-from taps import EagleProposer, TreeConfig, load_target
+from taps import Drafter, DrafterConfig, EagleProposer, TreeConfig, load_target, vanilla_generate
 from taps.benchmarks import Prompt
-from taps.evaluate import EvalConfig, evaluate, reference_rows
+from taps.evaluate import EvalConfig, _generator, _ids, evaluate, evaluate_many, reference_rows
+from taps.prompts import PromptFormat
 from taps.tiny import TinyTargetConfig, build_tiny_target
 from taps.tree import children_lists
 from conftest import echo_drafter
@@ -162,12 +163,29 @@ def test_replay_gives_the_engines_rows_and_times_only_the_first_prompts(tiny):
     assert all(math.isnan(t["seconds"]) and math.isnan(t["vanilla_seconds"]) for t in replayed.turns[1:])
     assert [(t["new_tokens"], t["passes"]) for t in replayed.turns] == [(t["new_tokens"], t["passes"])
                                                                         for t in engine.turns]
-    # without references, evaluate builds them itself; at T=1 replay does not apply
+    # without references, evaluate builds them itself
     assert _without_time(evaluate(target, proposer, PROMPTS, EvalConfig(max_new_tokens=20, replay=True),
                                   progress=False).cycles) == _without_time(engine.cycles)
-    sampled = evaluate(target, proposer, PROMPTS[:1], EvalConfig(1.0, 10, replay=True, timed_prompts=0),
-                       progress=False)
-    assert [t["mode"] for t in sampled.turns] == ["engine"]
+
+
+def test_sampled_replay_walks_every_composition_along_the_turns_one_sample(tiny):
+    target, echo = tiny
+    other = EagleProposer(Drafter(target, DrafterConfig(seed=1)), TreeConfig(total_tokens=12, depth=3, top_k=3))
+    config = EvalConfig(1.0, 16, seed=3, replay=True, timed_prompts=1)
+    rows = evaluate_many(target, {"echo": echo, "other": other}, PROMPTS, config, progress=False, timed=["echo"])
+    stop = PromptFormat().stop_strings(target.tokenizer)
+    for name, ev in rows.items():
+        assert [t["mode"] for t in ev.turns] == ["replay"] * 3
+        # the records walk the turn's vanilla sample: its length, whichever composition
+        sample = vanilla_generate(target, _ids(target.tokenizer, [], PROMPTS[0].turns[0], PromptFormat()), 16, 1.0,
+                                  _generator(3, 0, 0), stop=stop)
+        assert ev.turns[0]["new_tokens"] == len(sample.tokens) - 1
+        assert sum(c["emitted"] for c in ev.cycles if c["prompt"] == "a") == len(sample.tokens) - 1
+        # the engine runs only on the timed prompt, for the timed composition: its own counts and timing beside
+        timed = [(t["timed"], t["engine_new_tokens"] is not None, math.isnan(t["seconds"])) for t in ev.turns]
+        assert timed == ([(True, True, False)] + [(False, False, True)] * 2 if name == "echo" else
+                         [(False, False, True)] * 3)
+    assert [t["new_tokens"] for t in rows["echo"].turns] == [t["new_tokens"] for t in rows["other"].turns]
 
 
 def test_references_of_other_prompts_are_refused(tiny):
@@ -209,14 +227,14 @@ def test_evaluation_row_times_only_engine_turns_and_measures_replay_error():
 
 def test_a_replay_that_differs_from_the_engine_is_flagged(tiny, monkeypatch):
     target, proposer = tiny
-    real = taps.evaluate.replay_greedy
+    real = taps.evaluate.replay_generate
 
     def off_by_one_node(*args, **kwargs):
         out = real(*args, **kwargs)
         out.nodes[0] = {**out.nodes[0], "accepted": not out.nodes[0]["accepted"]}
         return out
 
-    monkeypatch.setattr(taps.evaluate, "replay_greedy", off_by_one_node)
+    monkeypatch.setattr(taps.evaluate, "replay_generate", off_by_one_node)
     rows = evaluate(target, proposer, PROMPTS, EvalConfig(max_new_tokens=20, replay=True, timed_prompts=2),
                     progress=False)
     assert [t["replay_matches"] for t in rows.turns] == [False, False, False]

@@ -12,7 +12,7 @@ import torch
 from taps import Drafter, DrafterConfig, EagleProposer, TreeConfig, load_target, speculative_generate, vanilla_generate
 from taps.data import format_conversation
 from taps.generate import chain
-from taps.replay import replay_greedy
+from taps.replay import replay_generate
 from test_replay import assert_same_records
 
 pytestmark = pytest.mark.gemma
@@ -81,7 +81,7 @@ def test_gemma_replay_equals_the_engine(gemma):
         ids = _ids(gemma, text)
         reference = vanilla_generate(gemma, ids, 24).tokens
         engine = speculative_generate(gemma, proposer, ids, 24)
-        assert_same_records(engine, replay_greedy(gemma, proposer, ids, reference, 24))
+        assert_same_records(engine, replay_generate(gemma, proposer, ids, reference, 24))
         accepted += sum(c["accepted"] for c in engine.cycles)
     assert accepted > 0
 

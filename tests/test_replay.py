@@ -7,7 +7,7 @@ import torch
 
 from taps import EagleProposer, TreeConfig, speculative_generate, vanilla_generate
 from taps.compose import compose, proposers_for
-from taps.replay import replay_greedy
+from taps.replay import replay_generate
 from test_compose import VARIANTS, _drafters
 from test_generate import SHAPES, _prompts
 from conftest import echo_drafter, tiny_target
@@ -33,7 +33,7 @@ def test_replay_equals_the_engine_for_every_tree_shape(shape):
     for prompt in _prompts(4, target.vocab_size, seed=3):
         reference = vanilla_generate(target, prompt, 40).tokens
         engine = speculative_generate(target, proposer, prompt, 40)
-        assert_same_records(engine, replay_greedy(target, proposer, prompt, reference, 40))
+        assert_same_records(engine, replay_generate(target, proposer, prompt, reference, 40))
         accepted += sum(c["accepted"] for c in engine.cycles)
     assert accepted > 0 or SHAPES[shape].total_tokens == 1
 
@@ -46,7 +46,7 @@ def test_replay_equals_the_engine_for_every_composition(target, name, options):
     for prompt in _prompts(4, target.vocab_size, seed=5):
         reference = vanilla_generate(target, prompt, 30).tokens
         engine = speculative_generate(target, proposer, prompt, 30)
-        assert_same_records(engine, replay_greedy(target, proposer, prompt, reference, 30))
+        assert_same_records(engine, replay_generate(target, proposer, prompt, reference, 30))
         chosen |= {c["drafter"] for c in engine.cycles if c["accepted"]}
     assert chosen <= {0, 1} and (chosen == {0, 1} if name == "merged-tree" else chosen)  # both win merged cycles
 
@@ -59,11 +59,11 @@ def test_replay_equals_the_engine_when_eos_or_max_new_tokens_cut_a_path(target, 
     for eos in ({free[k]} for k in range(3, 40, 3)):
         reference = vanilla_generate(target, prompt, 60, eos_token_ids=eos).tokens
         engine = speculative_generate(target, proposer, prompt, 60, eos_token_ids=eos)
-        assert_same_records(engine, replay_greedy(target, proposer, prompt, reference, 60, eos_token_ids=eos))
+        assert_same_records(engine, replay_generate(target, proposer, prompt, reference, 60, eos_token_ids=eos))
     for n in range(1, 30):
         reference = vanilla_generate(target, prompt, n).tokens
         engine = speculative_generate(target, proposer, prompt, n)
-        assert_same_records(engine, replay_greedy(target, proposer, prompt, reference, n))
+        assert_same_records(engine, replay_generate(target, proposer, prompt, reference, n))
         cut += bool(engine.cycles) and engine.cycles[-1]["emitted"] == engine.cycles[-1]["accepted"]
     assert cut > 0  # some runs ended inside an accepted path
 
@@ -73,11 +73,11 @@ def test_a_reference_that_is_not_the_targets_greedy_output_is_refused(target, dr
     reference = vanilla_generate(target, prompt, 20).tokens
     wrong = reference[:7] + [(reference[7] + 1) % target.vocab_size] + reference[8:]
     with pytest.raises(ValueError, match="token 7 is .* but the target's argmax is"):
-        replay_greedy(target, proposer, prompt, wrong, 20)
+        replay_generate(target, proposer, prompt, wrong, 20)
     with pytest.raises(ValueError, match="must end at EOS, at a stop string or at max_new_tokens=20.*does not end"):
-        replay_greedy(target, proposer, prompt, reference[:15], 20)
+        replay_generate(target, proposer, prompt, reference[:15], 20)
     with pytest.raises(ValueError, match=r"max_new_tokens=10, .* ends after token 9 \(length\)"):
-        replay_greedy(target, proposer, prompt, reference, 10)
+        replay_generate(target, proposer, prompt, reference, 10)
     first = reference.index(reference[4])  # an EOS inside the reference
     with pytest.raises(ValueError, match=rf"ends after token {first} \(eos\)"):
-        replay_greedy(target, proposer, prompt, reference, 20, eos_token_ids={reference[4]})
+        replay_generate(target, proposer, prompt, reference, 20, eos_token_ids={reference[4]})

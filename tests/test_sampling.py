@@ -3,6 +3,11 @@
 On a 6-token vocabulary the joint law of the first three generated tokens is enumerated
 exactly from the target; speculative sampling must match it (p > 0.01) for several tree
 shapes, and a deliberately wrong acceptance rule must fail the very same test.
+
+Replay at T > 0 (`taps.replay`: every tree walked along one vanilla sample) must give the
+engine's joint law of tokens and acceptance lengths per cycle: a two-sample chi-square test
+between replay and the engine, for single, routed and merged compositions, and the greedy walk
+(every copy of a duplicated token followed) must fail it.
 """
 
 import itertools
@@ -10,11 +15,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
+from scipy.stats import chi2_contingency, chisquare
 
 import taps.generate
 from taps import Drafter, EagleProposer, TreeConfig, speculative_generate, vanilla_generate
 from taps.compose import compose, proposers_for
+from taps.replay import replay_generate, sample_features
 from taps.tree import children_lists
 from taps.verify import target_probs
 from conftest import echo_drafter, tiny_target
@@ -113,3 +119,58 @@ def test_composed_sampling_matches_the_exact_law(target, exact, variant):
     proposer = compose(name, proposers_for(drafters(target), SHAPES["tree"]), **options)
     generate = lambda g: speculative_generate(target, proposer, PROMPT, STEPS, TEMPERATURE, g, eos_token_ids=set())
     assert _p_value(exact, generate) > 0.01
+
+
+REPLAY_SAMPLES = 600  # per side: the greedy walk below fails at p ~ 1e-5, the right one passes at p > 0.5
+
+
+def _two_sample_p_value(a, b, generator_seeds=(1, 2)):
+    """Homogeneity of two samplers' outcomes (chi-square on a 2 x cells table; cells seen fewer than 10 times in
+    both samples together are pooled into one)."""
+    counts = []
+    for sample, seed in zip((a, b), generator_seeds):
+        generator, seen = torch.Generator().manual_seed(seed), {}
+        for _ in range(REPLAY_SAMPLES):
+            outcome = sample(generator)
+            seen[outcome] = seen.get(outcome, 0) + 1
+        counts.append(seen)
+    cells = set(counts[0]) | set(counts[1])
+    big = [c for c in cells if counts[0].get(c, 0) + counts[1].get(c, 0) >= 10]
+    table = [[seen.get(c, 0) for c in big] + [sum(seen.get(c, 0) for c in cells - set(big))] for seen in counts]
+    return chi2_contingency(np.array(table)).pvalue
+
+
+REPLAYED = {
+    "single": ("single", {}, lambda t: [echo_drafter(t)]),
+    "route-confidence": ("route-confidence", {}, lambda t: [echo_drafter(t), Drafter(t)]),
+    # a random drafter's copies first: a token both propose is accepted from its subtree only (the first copy)
+    "merged-duplicates": ("merged-tree", {"trie": False}, lambda t: [Drafter(t), echo_drafter(t)]),
+}
+
+
+def _engine_and_replay(target, variant, first_copy=True):
+    name, options, drafters = REPLAYED[variant]
+    proposer = compose(name, proposers_for(drafters(target), SHAPES["tree"]), **options)
+
+    def engine(g):
+        out = speculative_generate(target, proposer, PROMPT, STEPS, TEMPERATURE, g, eos_token_ids=set())
+        return tuple(out.tokens), tuple(c["accepted"] for c in out.cycles)
+
+    def replay(g):
+        sample = vanilla_generate(target, PROMPT, STEPS, TEMPERATURE, g, set()).tokens
+        out = replay_generate(target, proposer, PROMPT, sample, STEPS, eos_token_ids=set(), sampled=first_copy,
+                              features=sample_features(target, PROMPT, sample))
+        assert out.tokens == sample  # replay emits the target's own sample
+        return tuple(out.tokens), tuple(c["accepted"] for c in out.cycles)
+
+    return engine, replay
+
+
+@pytest.mark.parametrize("variant", REPLAYED)
+def test_sampled_replay_has_the_engines_law_of_tokens_and_acceptance(target, variant):
+    assert _two_sample_p_value(*_engine_and_replay(target, variant)) > 0.01
+
+
+def test_the_greedy_walk_along_a_sample_fails_the_same_test(target):
+    """Following every copy of a duplicated token (right at T=0) accepts what sampling verification rejects."""
+    assert _two_sample_p_value(*_engine_and_replay(target, "merged-duplicates", first_copy=False)) < 0.01

@@ -7,7 +7,7 @@ from taps import EagleProposer, TreeConfig, speculative_generate, vanilla_genera
 from taps.compose import compose, proposers_for
 from taps.data import PLAIN_TEMPLATE, format_conversation
 from taps.generate import USER_TURN_STOP, StopStrings, cut_new_tokens
-from taps.replay import replay_greedy
+from taps.replay import replay_generate
 from taps.tiny import train_tokenizer
 from test_compose import _drafters
 from test_generate import SHAPES, _prompts
@@ -150,7 +150,7 @@ def test_replay_equals_the_engine_with_stop_strings():
             stop = _stops(vanilla_generate(target, prompt, 40).tokens, g)
             reference = vanilla_generate(target, prompt, 40, stop=stop)
             engine = speculative_generate(target, proposer, prompt, 40, stop=stop)
-            replay = replay_greedy(target, proposer, prompt, reference.tokens, 40, stop=stop)
+            replay = replay_generate(target, proposer, prompt, reference.tokens, 40, stop=stop)
             assert_same_records(engine, replay)
             assert replay.stopped == engine.stopped == reference.stopped == "stop"
             mid_path += bool(engine.cycles) and engine.cycles[-1]["emitted"] == engine.cycles[-1]["accepted"] > 0
@@ -164,12 +164,12 @@ def test_replay_refuses_a_reference_that_holds_an_earlier_stop(target, drafter):
     k = stop.find(free)
     assert k is not None and k < 20
     with pytest.raises(ValueError, match=rf"generation ends after token {k - 1} \(stop\)"):
-        replay_greedy(target, proposer, prompt, free, 20, stop=stop)
+        replay_generate(target, proposer, prompt, free, 20, stop=stop)
     cut = vanilla_generate(target, prompt, 20, stop=stop).tokens
     assert cut == free[:k]
     with pytest.raises(ValueError, match="generation does not end"):  # built with stop strings, replayed without
-        replay_greedy(target, proposer, prompt, cut, 20)
-    assert replay_greedy(target, proposer, prompt, cut, 20, stop=stop).tokens == cut
+        replay_generate(target, proposer, prompt, cut, 20)
+    assert replay_generate(target, proposer, prompt, cut, 20, stop=stop).tokens == cut
 
 
 def _both_loops(target, proposer):

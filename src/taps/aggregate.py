@@ -93,7 +93,7 @@ def evaluation_row(ev: Evaluation, seed: int = 0) -> dict:
     tau, low, high = bootstrap_ci(per_prompt.new_tokens.tolist(), per_prompt.passes.tolist(), seed=seed)
     engine = turns[turns["mode"] == "engine"]
     timed = _timed(turns)
-    speed = timed.new_tokens.sum() / timed.seconds.sum() if len(timed) else nan
+    speed = _engine_tokens(timed).sum() / timed.seconds.sum() if len(timed) else nan
     vanilla = timed.vanilla_new_tokens.sum() / timed.vanilla_seconds.sum() if len(timed) else nan
     both = engine[engine.get("replay_passes", pd.Series(index=engine.index, dtype=float)).notna()]
     diff = (_ratio_diff_ci(both.new_tokens, both.passes, both.replay_new_tokens, both.replay_passes, seed)
@@ -124,6 +124,12 @@ def _reference_mismatched_turns(turns: pd.DataFrame) -> float:
     return int((counts > 0).sum()) if len(counts) else float("nan")
 
 
+def _engine_tokens(turns: pd.DataFrame) -> pd.Series:
+    """The engine's own new tokens on each turn (at T > 0 replay's records walk another sample; rows written
+    before `engine_new_tokens` was kept hold the engine's counts in `new_tokens`)."""
+    return turns["engine_new_tokens"] if "engine_new_tokens" in turns else turns["new_tokens"]
+
+
 def _timed(turns: pd.DataFrame) -> pd.DataFrame:
     """The turns timed side by side with vanilla (rows written before the `timed` column: engine turns)."""
     return turns[turns["timed"].astype(bool)] if "timed" in turns else turns[turns["mode"] == "engine"]
@@ -136,8 +142,9 @@ def prompt_rows(ev: Evaluation) -> pd.DataFrame:
     """New tokens and passes per prompt (turns summed); and for a timed prompt its timed turns' engine new
     tokens (`timed_tokens`), decode and prefill seconds, and vanilla's (NaN for a prompt not timed)."""
     counts = ev.turns.groupby("prompt", sort=False)[["new_tokens", "passes"]].sum()
-    timed = _timed(ev.turns).reindex(columns=["prompt", "new_tokens", *TIMING])
-    timing = timed.rename(columns={"new_tokens": "timed_tokens"}).groupby("prompt").sum(min_count=1)
+    timed = _timed(ev.turns)
+    timed = timed.reindex(columns=["prompt", *TIMING]).assign(timed_tokens=_engine_tokens(timed))
+    timing = timed.groupby("prompt").sum(min_count=1)
     counts = counts.join(timing, how="left").reset_index()
     labels = {k: v for k, v in ev.labels.items() if k not in ("budget", "trie")}
     return counts.assign(**labels)[[*labels, "prompt", "new_tokens", "passes", "timed_tokens", *TIMING]]
@@ -189,7 +196,8 @@ def routing_rows(ev: Evaluation) -> pd.DataFrame:
         return pd.DataFrame()
     cycles = ev.cycles.sort_values(["prompt", "turn", "cycle"])
     before = cycles.groupby(["prompt", "turn"]).emitted.cumsum() - cycles.emitted  # emitted by earlier cycles
-    reference = ev.turns.set_index(["prompt", "turn"]).vanilla_new_tokens + 1  # the prefill's token included
+    # replay emits the reference it walked (greedy output or sample), so its length is the turn's new tokens
+    reference = ev.turns.set_index(["prompt", "turn"]).new_tokens + 1  # the prefill's token included
     # tokens generated before the cycle: the prefill's token and what earlier cycles emitted
     remaining = reference.reindex(pd.MultiIndex.from_frame(cycles[["prompt", "turn"]])).to_numpy() - (1 + before)
     kept = cycles[["prompt", "turn", "cycle"]].assign(chosen=cycles.drafter, remaining=remaining.astype(int))

@@ -25,12 +25,15 @@ that is not the target's one-pass argmax somewhere (`taps.replay.reference_featu
 is scored against the reference all the same and its row counts the disagreeing positions
 (`reference_mismatches`). `taps.aggregate` counts the turns of both kinds.
 
-Replay (`EvalConfig.replay`, temperature 0 only): the target's greedy output does not depend
-on the drafters, so the vanilla loop runs once per turn for all compositions
-(`reference_rows`, the workflow's `reference` rule) and each composition is scored against it
-by `taps.replay`, without a verification pass per cycle. On the timed prompts the engine of
-the timed compositions runs too: tokens/s, and replay compared with the engine on distinct
-prompts (column `replay_matches`). At T > 0 the engine runs every turn of every composition.
+Replay (`EvalConfig.replay`): the target's greedy output does not depend on the drafters, so
+the vanilla loop runs once per turn for all compositions (`reference_rows`, the workflow's
+`reference` rule) and each composition is scored against it by `taps.replay`, without a
+verification pass per cycle. At T > 0 the vanilla loop samples the turn once, in the
+evaluation, and every composition is replayed along that sample: the engine's law of tokens and
+acceptance lengths, exactly (`taps.replay`'s docstring gives the reason), with every composition
+measured on the same contexts. On the timed prompts the engine of the timed compositions runs
+too, for tokens/s; at T=0 replay's records are compared with the engine's (`replay_matches`).
+Without replay the engine runs every turn.
 
 Results are raw rows, ready for Parquet: one per decoding cycle, one per drafted node, and one
 per prompt turn (tokens, verification passes, wall time of both loops; NaN where a turn was
@@ -51,7 +54,7 @@ from tqdm import tqdm
 from taps.benchmarks import Prompt, build_turn_prompt
 from taps.generate import Generation, Proposer, SharedPrefix, StopStrings, speculative_generate, vanilla_generate
 from taps.prompts import PromptFormat
-from taps.replay import checked_features, reference_features, replay_greedy
+from taps.replay import checked_features, reference_features, replay_generate, sample_features
 from taps.target import TargetModel
 
 
@@ -65,7 +68,7 @@ class EvalConfig:
     temperature: float = 0.0  # 0: greedy (checked token for token against vanilla); > 0: sampling
     max_new_tokens: int = 128  # per turn
     seed: int = 0  # seeds every turn's generators, with the prompt index and turn number
-    replay: bool = False  # at T=0: score turns against the vanilla output instead of verifying (taps.replay)
+    replay: bool = False  # score turns along the vanilla output (greedy, or one sample at T > 0: taps.replay)
     timed_prompts: int = 1  # the first n prompts are timed: vanilla once per turn, then the engines
     on_mismatch: str = "error"  # a T=0 output or reference unlike the target's argmax: "error" stops, "record" counts
     prefix_cache: bool = True  # run the few-shot exemplars' prefix once and reuse its cache (`shared_prefix`)
@@ -168,20 +171,21 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
     """Decode every turn of every prompt with each proposer (compositions by name); raw rows per name.
 
     Turns of the first `timed_prompts` prompts are timed: the vanilla loop runs once, then the
-    engine of each proposer, one after the other on the same turn (at T=0 with replay, only the
-    proposers named in `timed`, None: all). At T > 0 the engine runs every turn (sampling cannot
-    be replayed) and vanilla only on timed turns. At T=0 with replay, every turn is replayed
-    against `references` (`reference_rows` of the same prompts and config; computed here when
-    None), replay's features computed once per turn for all proposers; a timed turn keeps both
-    the engine's and replay's records (`replay_matches`, `replay_new_tokens`, `replay_passes`).
+    engine of each proposer, one after the other on the same turn (with replay, only the
+    proposers named in `timed`, None: all). Without replay the engine runs every turn. With replay
+    every turn is replayed, at T=0 against `references` (`reference_rows` of the same prompts and
+    config; computed here when None), at T > 0 along the turn's vanilla sample; replay's features
+    are computed once per turn for all proposers. A timed T=0 turn keeps the engine's records and
+    replay's counts beside them (`replay_matches`, `replay_new_tokens`, `replay_passes`); at T > 0
+    replay's records are kept and the engine gives the timing (`engine_new_tokens`, `engine_passes`).
     A later turn is conditioned on the target's own earlier answer: the greedy reference where
     `references` are given (at T > 0 too, so that every composition and both temperatures see the
     same contexts), else the vanilla output. `fmt` renders the prompts (few-shot exemplars of a
     base target) and gives the stop strings; the exemplars' cache is computed once and shared by
     every run (`shared_prefix`, `EvalConfig.prefix_cache`).
     """
-    replay = config.replay and config.temperature == 0
-    if replay and references is None:
+    replay, sampled = config.replay, config.replay and config.temperature > 0
+    if replay and not sampled and references is None:
         references = reference_rows(target, prompts, config, progress, fmt)
     refs = {(r["prompt"], r["turn"]): r for r in references or []}
     rows = {name: EvalRows([], [], []) for name in proposers}
@@ -193,21 +197,21 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
             ids = _ids(tokenizer, history, text, fmt)
             key = {"benchmark": prompt.benchmark, "prompt": prompt.id, "turn": turn}
             ref = _reference(refs, key, ids) if refs else None
-            features, disagree = (_replay_features(target, ids, ref["tokens"], config, prefix) if replay
-                                  else (None, None))
             is_timed, last = index < config.timed_prompts, turn == len(prompt.turns) - 1
             vanilla = None
-            if is_timed or (ref is None and (not last or config.temperature == 0)):  # timing, history or the check
+            if sampled or is_timed or (ref is None and (not last or config.temperature == 0)):  # sample, timing, history
                 vanilla = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
                                            _generator(config.seed, index, turn), stop=stop, prefix=prefix)
+            along = (vanilla.tokens if sampled else ref["tokens"]) if replay else None  # what replay walks along
+            features, disagree = _replay_features(target, ids, along, config, prefix, sampled) if replay else (None, None)
             answer = ref["tokens"] if ref is not None else vanilla.tokens if vanilla is not None else None
             for name, proposer in proposers.items():
-                replayed = replay_greedy(target, proposer, ids, ref["tokens"], config.max_new_tokens, stop=stop,
-                                         features=features, prefix=prefix) if replay else None
+                replayed = replay_generate(target, proposer, ids, along, config.max_new_tokens, stop=stop,
+                                           features=features, prefix=prefix, sampled=sampled) if replay else None
                 engine = not replay or (is_timed and (timed is None or name in timed))
-                spec = _engine(target, proposer, ids, config, index, turn, stop, answer, prefix) if engine else replayed
-                _append(rows[name], key, len(ids), spec, engine, vanilla if engine and is_timed else None,
-                        replayed if engine else None, answer, disagree, greedy=config.temperature == 0)
+                spec = _engine(target, proposer, ids, config, index, turn, stop, answer, prefix) if engine else None
+                _append(rows[name], key, len(ids), replayed, spec, vanilla if engine and is_timed else None, answer,
+                        disagree, greedy=config.temperature == 0)
             if not last:
                 history.append((text, fmt.answer(tokenizer, answer)))
     return rows
@@ -220,10 +224,13 @@ def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], con
     return evaluate_many(target, {"": proposer}, prompts, config, references, progress, fmt)[""]
 
 
-def _replay_features(target, ids, reference: list[int], config: EvalConfig,
-                     prefix: SharedPrefix | None) -> tuple[torch.Tensor, int]:
+def _replay_features(target, ids, reference: list[int], config: EvalConfig, prefix: SharedPrefix | None,
+                     sampled: bool = False) -> tuple[torch.Tensor, int | None]:
     """Replay's features of a turn and how many reference tokens are not the target's one-pass argmax
-    (with on_mismatch "error" any such token raises: `taps.replay.checked_features`)."""
+    (with on_mismatch "error" any such token raises: `taps.replay.checked_features`); a sampled reference
+    (T > 0) is not compared with the argmax (None)."""
+    if sampled:
+        return sample_features(target, ids, reference, prefix), None
     if config.on_mismatch == "error":
         return checked_features(target, ids, reference, prefix=prefix), 0
     features, disagree = reference_features(target, ids, reference, prefix=prefix)
@@ -243,30 +250,35 @@ def _engine(target, proposer, ids, config, index, turn, stop, answer: list[int] 
     return spec
 
 
-def _append(rows: EvalRows, key: dict, prompt_tokens: int, spec: Generation, engine: bool,
-            vanilla: Generation | None, replayed: Generation | None, answer: list[int] | None,
-            disagree: int | None, greedy: bool = True) -> None:
-    """One turn's rows. `engine`: `spec` is the engine's run (else replay's); `vanilla` is set on a timed
-    turn, `replayed` on an engine turn also replayed, `answer` is the target's own output the next turn is
-    conditioned on (None for a last turn without reference or vanilla run), `disagree` the reference tokens
-    unlike the target's one-pass argmax (None when no reference was replayed); `identical` is only
-    recorded when `greedy` (samples differ from the greedy answer by design)."""
+def _append(rows: EvalRows, key: dict, prompt_tokens: int, replayed: Generation | None, spec: Generation | None,
+            vanilla: Generation | None, answer: list[int] | None, disagree: int | None, greedy: bool = True) -> None:
+    """One turn's rows. `replayed`: replay's run of the turn (None without replay), `spec`: the engine's (None
+    where it did not run), `vanilla` set on a turn timed side by side with the engine, `answer` the target's
+    own output the next turn is conditioned on (None for a last turn without reference or vanilla run),
+    `disagree` the reference tokens unlike the target's one-pass argmax (None when no greedy reference was
+    replayed). The records kept are the engine's at T=0 (`greedy`, where replay's are compared with them:
+    `replay_matches`) and replay's at T > 0 (every composition on the same sample); `identical` is only
+    recorded at T=0 (samples differ from the greedy answer by design). The engine's own counts
+    (`engine_new_tokens`, `engine_passes`) go with its timing."""
     nan = float("nan")
-    rows.cycles += [{**key, **c} for c in spec.cycles]
-    rows.nodes += [{**key, **n} for n in spec.nodes]
-    rows.candidates += [{**key, **c} for c in (replayed or spec).candidates]
+    kept = spec if spec is not None and (greedy or replayed is None) else replayed
+    rows.cycles += [{**key, **c} for c in kept.cycles]
+    rows.nodes += [{**key, **n} for n in kept.nodes]
+    rows.candidates += [{**key, **c} for c in (replayed or kept).candidates]
+    both = replayed is not None and spec is not None
     rows.turns.append({
-        **key, "mode": "engine" if engine else "replay", "timed": vanilla is not None, "prompt_tokens": prompt_tokens,
-        "new_tokens": len(spec.tokens) - 1, "passes": len(spec.cycles),
-        "seconds": spec.seconds - spec.prefill_seconds if engine else nan,
-        "prefill_seconds": spec.prefill_seconds if engine else nan,
+        **key, "mode": "engine" if kept is spec else "replay", "timed": vanilla is not None,
+        "prompt_tokens": prompt_tokens, "new_tokens": len(kept.tokens) - 1, "passes": len(kept.cycles),
+        "seconds": spec.seconds - spec.prefill_seconds if spec else nan,
+        "prefill_seconds": spec.prefill_seconds if spec else nan,
+        "engine_new_tokens": len(spec.tokens) - 1 if spec else None, "engine_passes": len(spec.cycles) if spec else None,
         "vanilla_new_tokens": len(vanilla.tokens) - 1 if vanilla else len(answer) - 1 if answer else None,
         "vanilla_seconds": vanilla.seconds - vanilla.prefill_seconds if vanilla else nan,
         "vanilla_prefill_seconds": vanilla.prefill_seconds if vanilla else nan,
-        "identical": spec.tokens == answer if greedy and engine and answer is not None else None,
-        "replay_matches": _same_records(replayed, spec) if replayed else None,
-        "replay_new_tokens": len(replayed.tokens) - 1 if replayed else None,
-        "replay_passes": len(replayed.cycles) if replayed else None,
+        "identical": spec.tokens == answer if greedy and spec and answer is not None else None,
+        "replay_matches": _same_records(replayed, spec) if both and greedy else None,
+        "replay_new_tokens": len(replayed.tokens) - 1 if both else None,
+        "replay_passes": len(replayed.cycles) if both else None,
         "reference_mismatches": disagree,
     })
 

@@ -1,4 +1,4 @@
-"""Replay at temperature 0: a proposer's acceptance lengths without a verification pass per cycle.
+"""Replay: a proposer's acceptance lengths without a verification pass per cycle, at any temperature.
 
 At T=0 the target's output does not depend on the drafter: it is the greedy continuation the
 vanilla loop produced (the reference). Greedy verification of a tree accepts the path that
@@ -21,6 +21,19 @@ sequence; they differ by float rounding only, so trees and acceptance lengths ar
 unless two of a drafter's candidates tie to within rounding. Tests check that replay's rows
 equal the engine's on the tiny target and on Gemma, and `taps.evaluate` compares them again on
 every prompt it times with the engine.
+
+At T > 0 the same walk is exact in law. Sampling verification with point-mass proposals
+(`taps.verify`) accepts child x of a node with probability p(x) and otherwise draws from p
+restricted to the tokens not tried: each try is an exact draw from p. So one cycle is
+distributed as "draw y ~ p at the root; move to the first child holding y, if any; repeat; emit
+y as the bonus where no child holds it". Drawing the target's whole continuation first (the
+vanilla loop's sample, `reference`) and walking each tree along it (`follow(..., first_copy=True)`:
+a duplicate sibling is never accepted at T > 0) gives every cycle, and so the whole run, the
+engine's joint law of tokens and acceptance lengths, because the drafters' trees depend on the
+context and never on the target's randomness. The emitted tokens are then the target's own sample
+(lossless by construction), and every composition replayed along one sample is measured on the
+same contexts, a paired comparison. `tests/test_sampling.py` checks the law against the engine's
+by a chi-square test, and that the greedy walk (every copy followed) fails it.
 """
 
 from __future__ import annotations
@@ -76,8 +89,15 @@ def checked_features(target: TargetModel, prompt: Tensor, reference: list[int], 
     return features
 
 
+def sample_features(target: TargetModel, prompt: Tensor, reference: list[int],
+                    prefix: SharedPrefix | None = None) -> Tensor:
+    """Features of prompt + reference[:-1] ([L + n - 1, H]) for a sampled reference (T > 0), which no argmax
+    check applies to."""
+    return run_prompt(target, torch.cat([prompt, torch.tensor(reference[:-1], dtype=prompt.dtype)]), prefix)[1]
+
+
 @torch.no_grad()
-def replay_greedy(
+def replay_generate(
     target: TargetModel,
     proposer: Proposer,
     prompt: Tensor,
@@ -87,24 +107,28 @@ def replay_greedy(
     stop: StopStrings | None = None,
     features: Tensor | None = None,
     prefix: SharedPrefix | None = None,
+    sampled: bool = False,
 ) -> Generation:
-    """The greedy speculative loop's records for `proposer`, scored against the target's own output.
+    """The speculative loop's records for `proposer`, scored along the target's own output.
 
-    reference: the vanilla loop's greedy tokens for `prompt` (`Generation.tokens`, same
-    max_new_tokens, EOS and stop strings). features: `checked_features(target, prompt,
-    reference)`, when several proposers replay the same turn (computed here when None). prefix: the
-    shared prompt prefix those features were computed on, whose drafter state is then reused too.
-    Returns the Generation `speculative_generate` would return at T=0: the same tokens, cycle
-    rows and node rows, except that `seconds` time the drafting alone. A proposer that keeps one
-    of several candidate trees (`candidates`, set by routing) also gets one `candidates` row per
-    cycle: each tree's signals and the drafted tokens it would have had accepted
-    (`taps.compose.candidate_scores`).
+    reference: the vanilla loop's tokens for `prompt` (`Generation.tokens`, same max_new_tokens,
+    EOS and stop strings): its greedy output, or with `sampled` its sample at the temperature the
+    records stand for (module docstring). features: `checked_features(target, prompt, reference)`
+    (`sample_features` when `sampled`), when several proposers replay the same turn (computed here
+    when None). prefix: the shared prompt prefix those features were computed on, whose drafter
+    state is then reused too. Returns the Generation `speculative_generate` would return (at T=0
+    the same; at T > 0 one of the same law): tokens, cycle rows and node rows, except that
+    `seconds` time the drafting alone. A proposer that keeps one of several candidate trees
+    (`candidates`, set by routing) also gets one `candidates` row per cycle: each tree's signals
+    and the drafted tokens it would have had accepted (`taps.compose.candidate_scores`).
     """
     eos = target.eos_token_ids if eos_token_ids is None else eos_token_ids
     _check_end(reference, max_new_tokens, eos, stop)
     start = time.perf_counter()
     proposer.reset()
-    features = checked_features(target, prompt, reference, prefix=prefix) if features is None else features
+    if features is None:
+        features = (sample_features(target, prompt, reference, prefix) if sampled
+                    else checked_features(target, prompt, reference, prefix=prefix))
     n_prompt = prompt.numel()
     commit_prompt(proposer, features[:n_prompt], torch.cat([prompt[1:], torch.tensor(reference[:1], dtype=prompt.dtype)]),
                   prompt, prefix)
@@ -114,7 +138,7 @@ def replay_greedy(
         tick = time.perf_counter()
         done = len(out.tokens)
         tree = proposer.propose(reference[done - 1])
-        path = follow(tree, reference[done:])
+        path = follow(tree, reference[done:], first_copy=sampled)
         new = reference[done: done + len(path)]  # accepted tokens and the target's own next token
         emitted, out.stopped = cut_new_tokens(out.tokens, new, max_new_tokens, eos, stop)
         out.tokens += emitted

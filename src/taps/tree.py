@@ -133,13 +133,24 @@ def likely_nodes(tree: DraftTree, node: int, n: int) -> list[int]:
     return [subtree[i] for i in keep]
 
 
-def follow(tree: DraftTree, continuation: list[int]) -> list[int]:
+def follow(tree: DraftTree, continuation: list[int], first_copy: bool = False) -> list[int]:
     """Node path from the root whose tokens spell the longest prefix of `continuation`.
 
     It is the walk greedy verification makes when `continuation` is the target's own greedy output
-    after the root (`longest_match`).
+    after the root (`longest_match`: every child holding the next token is followed). With
+    `first_copy`, only the first child in index order that holds it is: the walk sampling
+    verification makes when `continuation` is the target's sample (`taps.replay`), where a token
+    proposed twice under one parent is rejected the second time (`taps.verify`).
     """
-    return longest_match(tree, lambda node, depth: continuation[depth] if depth < len(continuation) else None)
+    if not first_copy:
+        return longest_match(tree, lambda node, depth: continuation[depth] if depth < len(continuation) else None)
+    tokens, children, path = tree.tokens.tolist(), children_lists(tree.parents), [0]
+    while len(path) <= len(continuation):
+        step = next((c for c in children[path[-1]] if tokens[c] == continuation[len(path) - 1]), None)
+        if step is None:
+            break
+        path.append(step)
+    return path
 
 
 def leaf_paths(parents: Tensor) -> Tensor:

@@ -152,7 +152,7 @@ def is_greedy(temperature):
 
 def eval_plan(temperature):
     """(backbones, compositions, benchmarks, prompts) evaluated at a temperature: everything at T=0;
-    at T > 0 (no replay: every turn runs the engine) what evaluate.sampled narrows it to."""
+    at T > 0 what evaluate.sampled narrows it to."""
     ev = config["evaluate"]
     narrow = {} if is_greedy(temperature) else ev.get("sampled", {})
     return (narrow.get("backbones", config["backbones"]), narrow.get("compositions", list(ev["compositions"])),
@@ -208,14 +208,14 @@ def check_sampled_prompts():
 def eval_settings(temperature=0, benchmark=None):
     """prompts, max_new_tokens, replay, timed_prompts, timed_compositions, prefix_cache, on_mismatch, fp32_logits and
     tree of the evaluate section, as an evaluation at `temperature` on `benchmark` uses them (no timed prompts where
-    evaluate.timed_benchmarks leaves the benchmark out; timed_compositions only at T=0, where replay leaves the
-    engine to the timed compositions)."""
+    evaluate.timed_benchmarks leaves the benchmark out; timed_compositions only with replay, which leaves the
+    engine to the timed compositions: without it every turn runs the engine)."""
     ev = config["evaluate"]
     settings = {k: v for k, v in ev.items() if k not in (
         "compositions", "benchmarks", "temperatures", "fewshot", "sampled", "threads", "timed_benchmarks")}
     if benchmark is not None and benchmark not in ev.get("timed_benchmarks", [benchmark]):
         settings["timed_prompts"] = 0
-    if not is_greedy(temperature):
+    if not ev.get("replay"):
         settings.pop("timed_compositions", None)
     return {**settings, "prompts": eval_plan(temperature)[3]}
 
