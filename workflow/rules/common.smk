@@ -205,15 +205,20 @@ def check_sampled_prompts():
                          "T > 0 turns are conditioned on T=0's references, which cover evaluate.prompts prompts")
 
 
-def eval_settings(temperature=0, benchmark=None):
+def eval_settings(temperature=0, benchmark=None, backbone=None):
     """prompts, max_new_tokens, replay, timed_prompts, timed_compositions, prefix_cache, on_mismatch, fp32_logits and
-    tree of the evaluate section, as an evaluation at `temperature` on `benchmark` uses them (no timed prompts where
-    evaluate.timed_benchmarks leaves the benchmark out; timed_compositions only with replay, which leaves the
-    engine to the timed compositions: without it every turn runs the engine)."""
+    tree of the evaluate section, as an evaluation at `temperature` of `backbone` on `benchmark` uses them: no timed
+    prompts where evaluate.timed_benchmarks or evaluate.timed_backbones leave the benchmark or backbone out, at T > 0
+    evaluate.sampled's timed_prompts where given; timed_compositions only with replay, which leaves the engine to the
+    timed compositions (without it every turn runs the engine)."""
     ev = config["evaluate"]
     settings = {k: v for k, v in ev.items() if k not in (
-        "compositions", "benchmarks", "temperatures", "fewshot", "sampled", "threads", "timed_benchmarks")}
-    if benchmark is not None and benchmark not in ev.get("timed_benchmarks", [benchmark]):
+        "compositions", "benchmarks", "temperatures", "fewshot", "sampled", "threads", "timed_benchmarks",
+        "timed_backbones")}
+    if not is_greedy(temperature) and "timed_prompts" in ev.get("sampled", {}):
+        settings["timed_prompts"] = ev["sampled"]["timed_prompts"]
+    if (benchmark is not None and benchmark not in ev.get("timed_benchmarks", [benchmark])
+            or backbone is not None and backbone not in ev.get("timed_backbones", [backbone])):
         settings["timed_prompts"] = 0
     if not ev.get("replay"):
         settings.pop("timed_compositions", None)

@@ -66,7 +66,7 @@ for (_kind, _temperature), _released in itertools.product(_KINDS.items(), (False
             compositions=lambda w, c=_compositions: json_arg({n: config["evaluate"]["compositions"][n] for n in c}),
             drafters=lambda w, c=_compositions: " ".join(f"{n}={d}" for n, d in eval_drafters(w.target, w.backbone, c).items()),
             benchmark=lambda w: json_arg(config["evaluate"]["benchmarks"][w.benchmark]),
-            settings=lambda w: json_arg(eval_settings(w.temperature, w.benchmark)),
+            settings=lambda w: json_arg(eval_settings(w.temperature, w.benchmark, w.backbone)),
             data_dir=config["data_dir"],
             seed=config["seed"],
             dev=device_args(eval_threads()),
