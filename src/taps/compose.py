@@ -51,8 +51,10 @@ def route(trees: Sequence[DraftTree], signal: str) -> int:
 
 
 def candidate_scores(trees: Sequence[DraftTree], continuation: list[int]) -> dict[str, float]:
-    """Each candidate tree's routing signals and, given the target's own continuation, the drafted
-    tokens greedy verification would accept from it: {confidence_i, entropy_i, accepted_i}.
+    """Each candidate tree's routing signals and, given the target's own continuation (its greedy output, or
+    its sample at T > 0: `taps.replay`), the drafted tokens verification would accept from it:
+    {confidence_i, entropy_i, accepted_i} (one drafter's tree has no duplicate siblings, so the greedy walk
+    and the first-copy walk agree).
 
     Replay knows the continuation, so it can score the trees routing did not keep: how often a
     signal picks the tree that would have been accepted longer (`taps.figures`).

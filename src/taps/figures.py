@@ -120,8 +120,8 @@ def confidence_entropy_figure(N: pd.DataFrame) -> Figure:
 
 def routing_oracle(R: pd.DataFrame, run: str = "route-confidence") -> pd.DataFrame:
     """How often each routing signal keeps the tree the target would accept longer, per (target, backbone,
-    benchmark), on the cycles of one routed run (`run` where R has it, else its first composition), where
-    replay scored both drafters' trees on the same contexts. Only decisive cycles (accepted_0 != accepted_1)
+    benchmark), on the cycles of one routed run (`run` where R has it, else its first composition) at the lowest
+    temperature R holds, where replay scored both drafters' trees on the same contexts. Only decisive cycles (accepted_0 != accepted_1)
     count; agree = share where the signal picked the longer tree, [low, high] its 95% bootstrap CI over
     prompts (a prompt's cycles resampled together). Signal 'matched' (always the benchmark's domain
     drafter) is added when R names the drafters."""
@@ -130,6 +130,8 @@ def routing_oracle(R: pd.DataFrame, run: str = "route-confidence") -> pd.DataFra
         return pd.DataFrame(columns=ORACLE_COLS)
     if "composition" in R:
         R = R[R.composition == (run if run in set(R.composition) else R.composition.iloc[0])]
+    if "temperature" in R:
+        R = R[R.temperature == R.temperature.min()]
     prompts = R["prompt"] if "prompt" in R else pd.Series(0, index=R.index)
     rows = []
     for (target, backbone, benchmark), group in R.groupby(PANEL + ["benchmark"], sort=False):

@@ -166,7 +166,7 @@ class _Setting:
         return self.spec(text, a, b, [a, b], lambda t: stat(t, a) - stat(t, b), benches, decides)
 
     def routed(self, name: str) -> pd.DataFrame | None:
-        """The routed cycles of composition `name` with every drafter's tree scored (replay at T=0), or None."""
+        """The routed cycles of composition `name` with every drafter's tree scored (replay), or None."""
         rows = self.routing[self.routing.composition == name] if len(self.routing) else self.routing
         return rows if len(rows) and "remaining" in rows else None
 
@@ -247,7 +247,7 @@ def _routed_cycles(s: _Setting) -> pd.DataFrame | str:
     rows = s.routed(rc)
     if rows is None:
         return (f"needs {rc}'s cycles with both drafters' trees scored on the same contexts, which replay records "
-                "(T=0)")
+                "(evaluate.replay)")
     return rows
 
 
@@ -410,7 +410,7 @@ def findings_markdown(claims: pd.DataFrame, comparisons: pd.DataFrame, roles: Ro
              "- (d) is decided on the domain-balanced mean (mean over domains of the mean over the domain's "
              "benchmarks); its plain-mean and routing-vs-oracle (matched expert per benchmark) rows are reported, "
              "not deciding (decides = no, read at their own p);",
-             f"- (f) and (g) read the cycles of {roles.route_confidence} that replay scored (T=0): both drafters' "
+             f"- (f) and (g) read the cycles of {roles.route_confidence} that replay scored: both drafters' "
              "trees on the same contexts, cycles cut by the turn's end left out; (f) compares the tree each signal "
              f"would keep, (g) the experts' log-odds of acceptance at step {roles.depth_step} minus step 1 on the "
              f"cycles where both reached the step (at least {roles.min_cycles}); (g) has no equivalence margin.", ""]

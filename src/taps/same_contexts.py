@@ -1,7 +1,8 @@
 """Paired comparisons on the same cycles: every drafter's tree scored on identical contexts.
 
-A routed run replayed at T=0 grows every drafter's tree at every cycle and scores each against the
-target's own continuation (`taps.compose.candidate_scores`, gathered by `taps.aggregate.routing_rows`).
+A replayed routed run grows every drafter's tree at every cycle and scores each against the target's own
+continuation, its greedy output at T=0 or its sample at T > 0 (`taps.compose.candidate_scores`, gathered
+by `taps.aggregate.routing_rows`).
 So two routing signals, or two experts, can be compared cycle by cycle on exactly the same contexts,
 instead of across runs whose contexts drift apart after their first cycle:
 
