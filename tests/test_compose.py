@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from taps import TreeConfig, speculative_generate, vanilla_generate
-from taps.compose import COMPOSITIONS, compose, proposers_for, route
+from taps.compose import COMPOSITIONS, SelectedProposer, compose, proposers_for, route
+from taps.replay import replay_generate
 from taps.tree import DraftTree, ancestor_mask, node_depths
 from conftest import echo_drafter
 
@@ -74,7 +75,7 @@ def test_routing_picks_by_mean_confidence_or_entropy():
 
 
 def test_unknown_names_list_the_known_ones():
-    with pytest.raises(KeyError, match="known: single, route-confidence, route-entropy, merged-tree"):
+    with pytest.raises(KeyError, match="known: single, route-confidence, route-entropy, merged-tree, select-leader"):
         compose("route-magic", [])
     with pytest.raises(ValueError, match="at least 2 drafters"):
         compose("route-confidence", [object()])
@@ -88,7 +89,8 @@ def _drafters(target):
 
 VARIANTS = [("single", {}), ("route-confidence", {}), ("route-entropy", {}),
             ("merged-tree", {"budget": "paper", "trie": True}), ("merged-tree", {"budget": "paper", "trie": False}),
-            ("merged-tree", {"budget": "equal", "trie": True})]
+            ("merged-tree", {"budget": "equal", "trie": True}), ("select-leader", {}), ("select-leader", {"explore": 2}),
+            ("select-ucb", {})]
 
 
 def test_every_registered_composition_is_covered():
@@ -149,3 +151,76 @@ def test_greedy_verification_without_trie_tries_every_copy_of_the_token():
     assert follow(merged, [1, 8]) == [0, 1]  # equally long: the first copy in child order
     trie = merge_trees([A, B], trie=True)
     assert follow(trie, [1, 4, 7]) == [0, 1, 4]  # the trie reaches the same tokens through one node
+
+
+class _Counting:
+    """A stand-in drafter: records what it is committed and how often it proposes."""
+
+    def __init__(self, source):
+        self.source, self.tree, self.steps = source, TreeConfig(20, 3, 4), 0
+        self.reset()
+
+    def reset(self):
+        self.committed, self.proposed = [], 0
+
+    def commit(self, features, next_tokens):
+        self.committed += next_tokens.tolist()
+        self.steps += 1
+
+    def propose(self, root):
+        self.proposed += 1
+        return _tree([root], [-1], [0.0], self.source)
+
+
+def test_selection_tries_each_drafter_then_follows_the_better_and_catches_up_in_one_pass():
+    a, b = _Counting(0), _Counting(1)
+    sel = SelectedProposer([a, b], "leader")
+    sel.commit(torch.zeros(3, 1), torch.tensor([1, 2, 3]))  # the prompt
+    assert (a.committed, b.committed) == ([], [])  # nothing run before a drafter is chosen
+    outcomes = {0: 1, 1: 4}  # drafted tokens accepted per cycle: drafter 1 is the better one
+    chosen = []
+    for cycle in range(6):
+        tree = sel.propose(root=7)
+        chosen.append(int(tree.source[0]))
+        accepted = outcomes[chosen[-1]]
+        sel.commit(torch.zeros(accepted + 1, 1), torch.arange(accepted + 1) + 10 * cycle)
+    assert chosen == [0, 1, 1, 1, 1, 1]
+    # drafter 0 caught up on the prompt in one pass and was never chosen again; drafter 1 got the prompt and
+    # drafter 0's cycle in one pass when first chosen, then one pass per cycle
+    assert (a.steps, a.proposed, a.committed) == (1, 1, [1, 2, 3])
+    assert b.committed[:5] == [1, 2, 3, 0, 1] and b.steps == 5 and b.proposed == 5
+    assert sel.steps == a.steps + b.steps
+
+
+def test_ucb_selection_goes_back_to_a_drafter_that_was_not_tried_for_long():
+    a, b = _Counting(0), _Counting(1)
+    sel = SelectedProposer([a, b], "ucb")
+    sel.commit(torch.zeros(1, 1), torch.tensor([1]))
+    chosen = []
+    for cycle in range(30):
+        chosen.append(int(sel.propose(root=7).source[0]))
+        accepted = {0: 2, 1: 3}[chosen[-1]]
+        sel.commit(torch.zeros(accepted + 1, 1), torch.zeros(accepted + 1, dtype=torch.long))
+    assert chosen.count(1) > chosen.count(0) > 1  # the better drafter mostly, the other again now and then
+
+
+def test_selection_refuses_an_unknown_rule_or_no_exploration():
+    with pytest.raises(ValueError, match="unknown selection rule 'best'; known: leader, ucb"):
+        SelectedProposer([_Counting(0), _Counting(1)], "best")
+    with pytest.raises(ValueError, match="explore >= 1"):
+        SelectedProposer([_Counting(0), _Counting(1)], explore=0)
+
+
+@pytest.mark.parametrize("name", ["select-leader", "select-ucb"])
+def test_selection_replays_as_the_engine_runs_and_drafts_one_tree_per_cycle(target, name):
+    tree = TreeConfig(total_tokens=20, depth=3, top_k=4)
+    proposer = compose(name, proposers_for(_drafters(target), tree))
+    routed = compose("route-confidence", proposers_for(_drafters(target), tree))
+    prompt = torch.tensor([5, 6, 7])
+    got = speculative_generate(target, proposer, prompt, 40)
+    replayed = replay_generate(target, proposer, prompt, got.tokens, 40)
+    assert [(c["accepted"], c["drafter"]) for c in replayed.cycles] == [(c["accepted"], c["drafter"]) for c in got.cycles]
+    assert {c["drafter"] for c in got.cycles} == {0, 1}
+    assert got.drafter_steps == replayed.drafter_steps
+    # one tree of depth levels per cycle, plus commits and catch-ups: fewer passes than routing's two trees
+    assert got.drafter_steps < speculative_generate(target, routed, prompt, 40).drafter_steps

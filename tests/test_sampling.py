@@ -110,6 +110,9 @@ COMPOSED = {
     "merged-duplicates": ("merged-tree", {"trie": False}, lambda t: [echo_drafter(t), echo_drafter(t)]),
     "merged-equal-budget": ("merged-tree", {"budget": "equal"}, lambda t: [echo_drafter(t), Drafter(t)]),
     "route-confidence": ("route-confidence", {}, lambda t: [echo_drafter(t), Drafter(t)]),
+    # the drafter of a cycle chosen from past cycles' acceptance, which depends on past samples
+    "select-leader": ("select-leader", {}, lambda t: [Drafter(t), echo_drafter(t)]),
+    "select-ucb": ("select-ucb", {}, lambda t: [Drafter(t), echo_drafter(t)]),
 }
 
 
@@ -145,6 +148,7 @@ REPLAYED = {
     "route-confidence": ("route-confidence", {}, lambda t: [echo_drafter(t), Drafter(t)]),
     # a random drafter's copies first: a token both propose is accepted from its subtree only (the first copy)
     "merged-duplicates": ("merged-tree", {"trie": False}, lambda t: [Drafter(t), echo_drafter(t)]),
+    "select-leader": ("select-leader", {}, lambda t: [Drafter(t), echo_drafter(t)]),
 }
 
 

@@ -100,6 +100,8 @@ def evaluation_row(ev: Evaluation, seed: int = 0) -> dict:
             if len(both) else (nan, nan, nan))
     row = {**ev.labels, "prompts": len(per_prompt), "turns": len(turns), "tau": tau, "tau_low": low, "tau_high": high,
            **acceptance_by_depth(cycles.accepted, ev.depth), "nodes_per_pass": cycles.nodes.mean(),
+           # drafter passes (tree levels, commits, catch-ups; every drafter's) per target pass
+           "drafter_steps_per_pass": turns.drafter_steps.sum() / turns.passes.sum() if "drafter_steps" in turns else nan,
            "timed_turns": len(timed), "tokens_per_s": speed, "vanilla_tokens_per_s": vanilla,
            "speedup": speed / vanilla if len(timed) else nan,
            # greedy output equal to vanilla's on every timed turn; None at T > 0, where samples differ by design

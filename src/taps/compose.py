@@ -14,14 +14,24 @@
   token and keeps the longest path (`taps.verify`); sampling accepts only a token's first
   copy, so at T > 0 the trie can only accept more.
 
-Every drafter commits the accepted context each step, whichever tree was chosen, so each keeps
-its own cache current. Losslessness is the engine's: any tree verified by `taps.verify` is exact.
+- `select-leader` / `select-ucb`: one drafter per cycle, chosen from the acceptance seen so far in
+  the turn (each drafter tried `explore` cycles first, in order; then the highest mean acceptance,
+  or UCB1 on acceptance scaled to [0, 1]); only the chosen drafter grows a tree. A drafter not
+  chosen keeps the accepted context it missed and catches up in one pass when chosen again.
+
+In routing and merging every drafter commits the accepted context each step, whichever tree was
+chosen, so each keeps its own cache current. Losslessness is the engine's: any tree verified by
+`taps.verify` is exact, whatever chose it, as long as the choice looks only at past cycles (so at
+T > 0 it never sees the randomness of the cycle it drafts for, and replay stays exact in law: a
+cycle's tree depends on the tokens before it alone).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor
 
 from taps.draft import EagleProposer
@@ -91,6 +101,11 @@ class _Ensemble:
         for p, s in zip(self.proposers, state):
             p.restore(s)
 
+    @property
+    def steps(self) -> int:
+        """Drafter passes since the last reset, over every drafter (`EagleProposer.steps`)."""
+        return sum(p.steps for p in self.proposers)
+
 
 class RoutedProposer(_Ensemble):
     """Keeps, at every step, the tree of the drafter the signal prefers."""
@@ -124,6 +139,74 @@ class MergedProposer(_Ensemble):
         return prune(root, drafted, select_top(drafted.logp, self.total_tokens - 1))
 
 
+RULES = ("leader", "ucb")
+
+
+class SelectedProposer(_Ensemble):
+    """Drafts with one drafter per cycle, chosen from the drafted tokens accepted so far in the turn.
+
+    A cycle's outcome is read from the next `commit`: the engine commits the root and the accepted
+    nodes, so a commit of n rows after a proposal means n - 1 drafted tokens accepted. Every commit is
+    kept per drafter until that drafter is chosen, then run in one pass (a snapshot runs them all).
+    """
+
+    def __init__(self, proposers: Sequence[EagleProposer], rule: str = "leader", explore: int = 1):
+        super().__init__(proposers)
+        if rule not in RULES:
+            raise ValueError(f"unknown selection rule {rule!r}; known: {', '.join(RULES)}")
+        if explore < 1:
+            raise ValueError(f"selection needs explore >= 1 (cycles per drafter before choosing), got {explore}")
+        self.rule, self.explore = rule, explore
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.pending: list[list[tuple[Tensor, Tensor]]] = [[] for _ in self.proposers]
+        self.cycles, self.accepted = [0] * len(self.proposers), [0.0] * len(self.proposers)
+        self.chosen: int | None = None
+
+    def commit(self, features: Tensor, next_tokens: Tensor) -> None:
+        if self.chosen is not None:  # the outcome of the chosen drafter's tree
+            self.cycles[self.chosen] += 1
+            self.accepted[self.chosen] += (next_tokens.numel() - 1) / (self.proposers[self.chosen].tree.depth + 1)
+            self.chosen = None
+        for queue in self.pending:
+            queue.append((features, next_tokens))
+
+    def propose(self, root: int) -> DraftTree:
+        self.chosen = self.choose()
+        self._catch_up(self.chosen)
+        return self.proposers[self.chosen].propose(root)
+
+    def choose(self) -> int:
+        """The drafter of the next cycle: the first not yet tried `explore` times, else the best by the rule
+        (mean acceptance per cycle, as a share of the tree's levels; UCB1 adds sqrt(2 ln N / n)); ties to the
+        lower index."""
+        untried = [i for i, n in enumerate(self.cycles) if n < self.explore]
+        if untried:
+            return untried[0]
+        total = sum(self.cycles)
+        bonus = (lambda n: math.sqrt(2 * math.log(total) / n)) if self.rule == "ucb" else (lambda n: 0.0)
+        scores = [a / n + bonus(n) for a, n in zip(self.accepted, self.cycles)]
+        return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+    def _catch_up(self, i: int) -> None:
+        """Commit to drafter i, in one pass, the context it missed."""
+        if self.pending[i]:
+            self.proposers[i].commit(torch.cat([f for f, _ in self.pending[i]]),
+                                     torch.cat([t for _, t in self.pending[i]]))
+            self.pending[i] = []
+
+    def snapshot(self) -> list:
+        for i in range(len(self.proposers)):
+            self._catch_up(i)
+        return super().snapshot()
+
+    def restore(self, state: list) -> None:
+        super().restore(state)
+        self.pending = [[] for _ in self.proposers]
+
+
 def _single(proposers: Sequence[EagleProposer]) -> EagleProposer:
     if len(proposers) != 1:
         raise ValueError(f"composition 'single' takes exactly 1 drafter, got {len(proposers)}")
@@ -135,11 +218,14 @@ COMPOSITIONS: dict[str, Callable[..., object]] = {
     "route-confidence": lambda proposers: RoutedProposer(proposers, "confidence"),
     "route-entropy": lambda proposers: RoutedProposer(proposers, "entropy"),
     "merged-tree": lambda proposers, budget="paper", trie=True: MergedProposer(proposers, budget, trie),
+    "select-leader": lambda proposers, explore=1: SelectedProposer(proposers, "leader", explore),
+    "select-ucb": lambda proposers, explore=1: SelectedProposer(proposers, "ucb", explore),
 }
 
 
 def compose(name: str, proposers: Sequence[EagleProposer], **options):
-    """The composition registered as `name` over `proposers` (options: merged-tree's budget, trie)."""
+    """The composition registered as `name` over `proposers` (options: merged-tree's budget, trie; selection's
+    explore)."""
     if name not in COMPOSITIONS:
         raise KeyError(f"unknown composition {name!r}; known: {', '.join(COMPOSITIONS)}")
     return COMPOSITIONS[name](proposers, **options)

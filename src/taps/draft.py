@@ -39,6 +39,7 @@ class EagleProposer:
         self.cache = DynamicCache()
         self.length = 0  # committed entries in the drafter cache
         self.last_hidden: Tensor | None = None  # [H] predicted feature of the root's position
+        self.steps = 0  # drafter passes since the reset (commits and tree levels)
 
     @torch.no_grad()
     def commit(self, features: Tensor, next_tokens: Tensor) -> None:
@@ -110,6 +111,7 @@ class EagleProposer:
 
     def _run(self, tokens: Tensor, features: Tensor, positions: Tensor, allowed: Tensor) -> Tensor:
         """One drafter pass over n new entries appended to the cache. allowed: [n, cache + n] bool."""
+        self.steps += 1
         device = self.drafter.d2t.device
         hidden = self.drafter(
             tokens.to(device)[None], features.to(device=device, dtype=self.drafter.fc.weight.dtype)[None],

@@ -269,6 +269,7 @@ def _append(rows: EvalRows, key: dict, prompt_tokens: int, replayed: Generation 
     rows.turns.append({
         **key, "mode": "engine" if kept is spec else "replay", "timed": vanilla is not None,
         "prompt_tokens": prompt_tokens, "new_tokens": len(kept.tokens) - 1, "passes": len(kept.cycles),
+        "drafter_steps": kept.drafter_steps,
         "seconds": spec.seconds - spec.prefill_seconds if spec else nan,
         "prefill_seconds": spec.prefill_seconds if spec else nan,
         "engine_new_tokens": len(spec.tokens) - 1 if spec else None, "engine_passes": len(spec.cycles) if spec else None,

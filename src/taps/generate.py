@@ -46,6 +46,7 @@ class Generation:
     prefill_seconds: float = 0.0
     seconds: float = 0.0  # wall time of the whole run, prefill included
     stopped: str = ""  # why it ended: "eos", "stop" (a stop string) or "length" (max_new_tokens)
+    drafter_steps: int = 0  # drafter passes after the prompt's commit (tree levels and commits; `steps`)
 
 
 HEAD_ROWS = 8  # target head rows computed per call during verification (NodeLogits)
@@ -237,6 +238,7 @@ def speculative_generate(
     proposer.reset()
     cache, features, root = _prefill(target, prompt, temperature, generator, prefix)
     commit_prompt(proposer, features, torch.cat([prompt[1:], torch.tensor([root])]), prompt, prefix)
+    steps = getattr(proposer, "steps", 0)
     out = Generation(tokens=[root], prefill_seconds=time.perf_counter() - start)
     out.stopped = cut_new_tokens([], out.tokens, max_new_tokens, eos, stop)[1]
     while not out.stopped:
@@ -254,6 +256,7 @@ def speculative_generate(
             break
         proposer.commit(features[path], torch.tensor(new))
         root = bonus
+    out.drafter_steps = getattr(proposer, "steps", 0) - steps
     out.seconds = time.perf_counter() - start
     return out
 

@@ -132,6 +132,7 @@ def replay_generate(
     n_prompt = prompt.numel()
     commit_prompt(proposer, features[:n_prompt], torch.cat([prompt[1:], torch.tensor(reference[:1], dtype=prompt.dtype)]),
                   prompt, prefix)
+    steps = getattr(proposer, "steps", 0)
     out = Generation(tokens=reference[:1], prefill_seconds=time.perf_counter() - start)
     out.stopped = cut_new_tokens([], out.tokens, max_new_tokens, eos, stop)[1]
     while not out.stopped:
@@ -150,5 +151,6 @@ def replay_generate(
             break
         rows = [n_prompt + done - 1 + i for i in range(len(path))]  # root and accepted nodes' positions
         proposer.commit(features[rows], torch.tensor(new))
+    out.drafter_steps = getattr(proposer, "steps", 0) - steps
     out.seconds = time.perf_counter() - start
     return out

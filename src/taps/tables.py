@@ -24,7 +24,7 @@ BENCHMARKS = DISPLAY_NAMES
 AVERAGE = "average"  # benchmark name of the Avg. column (also the paper CSV's name for it)
 DISPLAY = {**BENCHMARKS, AVERAGE: "Avg."}
 ROW_KEYS = ["target", "backbone", "temperature", "composition"]
-MULTI_KINDS = ("route-confidence", "route-entropy", "merged-tree")
+MULTI_KINDS = ("route-confidence", "route-entropy", "merged-tree", "select-leader", "select-ucb")
 NAN = float("nan")
 
 
@@ -129,7 +129,8 @@ def composition_table(E: pd.DataFrame) -> pd.DataFrame:
     The best single drafter is the single-tree composition with the highest tau among the drafters
     the multi-drafter compositions combine (any single composition if none of those was run).
     `nodes vs single` = nodes_per_pass / the best single drafter's: ~2 for merged trees at the
-    paper's budget, ~1 at equal budget.
+    paper's budget, ~1 at equal budget. `drafter steps/pass`: drafter passes per target pass, every
+    drafter's (tree levels, commits and a selection's catch-ups): what drafting costs.
     """
     E = E.reset_index(drop=True)  # the masks below are aligned on E's index
     multi = E["kind"].isin(MULTI_KINDS)
@@ -149,7 +150,8 @@ def composition_table(E: pd.DataFrame) -> pd.DataFrame:
                          "benchmark": DISPLAY.get(benchmark, benchmark),
                          "budget": "" if pd.isna(r.budget) else r.budget, "trie": _flag(r.trie),
                          "tau": fmt_ci(r.tau, r.tau_low, r.tau_high), "nodes/pass": fmt_ci(r.nodes_per_pass),
-                         "nodes vs single": fmt_ci(r.nodes_per_pass / base)})
+                         "nodes vs single": fmt_ci(r.nodes_per_pass / base),
+                         "drafter steps/pass": fmt_ci(getattr(r, "drafter_steps_per_pass", NAN))})
     return pd.DataFrame(rows)
 
 
