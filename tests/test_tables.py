@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from taps.tables import (composition_table, fmt_ci, latex_escape, main_numbers, main_table, replay_table,
-                         routing_table, speed_table, write_table)
+from taps.tables import (ORACLE, composition_table, fmt_ci, latex_escape, main_numbers, main_table, replay_table,
+                         routing_table, speed_table, with_oracle, write_table)
 
 NAN = float("nan")
 FOUR = ["mt_bench", "gsm8k", "math500", "svamp"]
@@ -92,6 +92,17 @@ def test_main_table_average_is_mean_of_four_and_blank_when_one_is_missing(E):
     avg = numbers[(numbers.composition == "math") & (numbers.backbone == "eagle2") & (numbers.temperature == 0)
                   & (numbers.benchmark == "average")]
     assert avg.tau.iloc[0] == pytest.approx((3.0 + 3.17 + 3.2 + 3.3) / 4) and math.isnan(avg.tau_low.iloc[0])
+
+
+def test_the_oracle_row_takes_each_benchmarks_domain_expert(E):
+    table = main_table(with_oracle(E, {"math": "math", "chat": "chat"}), order=["math", "chat", ORACLE])
+    oracle = dict(backbone="eagle2", composition=ORACLE, T="0")
+    assert _cell(table, "MT-Bench", **oracle) == _cell(table, "MT-Bench", backbone="eagle2", composition="chat", T="0")
+    assert _cell(table, "GSM8K", **oracle) == "3.17 [2.70, 3.64]"  # the math expert's
+    assert _cell(table, "Avg.", **oracle) == f"{(2.0 + 3.17 + 3.2 + 3.3) / 4:.2f}"
+    assert _cell(table, "MATH-500", backbone="eagle2", composition=ORACLE, T="1") == "3.20 [2.70, 3.70]"
+    assert with_oracle(E, {"math": "nobody"}).equals(E)  # no expert evaluated: nothing derived
+    assert ORACLE not in set(composition_table(with_oracle(E, {"math": "math", "chat": "chat"})).composition)
 
 
 def test_main_table_rows_follow_composition_order_then_temperature(E):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from taps.aggregate import replay_error, temperature_pairs
-from taps.benchmarks import DISPLAY_NAMES
+from taps.benchmarks import DISPLAY_NAMES, DOMAINS
 from taps.metrics import paired_ratio_bootstrap
 
 BENCHMARKS = DISPLAY_NAMES
@@ -64,6 +64,21 @@ def _mean_of_four(values: dict) -> float:
     """Mean of the four paper benchmarks' values; NaN unless all four exist."""
     four = [values.get(b, NAN) for b in BENCHMARKS]
     return NAN if any(pd.isna(v) for v in four) else sum(four) / len(four)
+
+
+ORACLE = "oracle: matched expert"  # the derived row `with_oracle` adds (tables only, never run)
+
+
+def with_oracle(E: pd.DataFrame, experts: dict[str, str], domains: dict[str, str] = DOMAINS) -> pd.DataFrame:
+    """E plus, per (target, backbone, temperature), a row per benchmark for the expert of the benchmark's domain
+    (`experts`: domain -> composition; `domains`: benchmark -> domain), named ORACLE with kind 'oracle': what
+    choosing the right single drafter per benchmark, knowing the benchmark, would give. Nothing is added where
+    an expert was not evaluated."""
+    rows = []
+    for _, r in E.iterrows():
+        if experts.get(domains.get(r.benchmark)) == r.composition:
+            rows.append({**r.to_dict(), "composition": ORACLE, "kind": "oracle"})
+    return pd.concat([E, pd.DataFrame(rows)], ignore_index=True) if rows else E
 
 
 def main_numbers(E: pd.DataFrame, paper: pd.DataFrame | None = None,

@@ -37,6 +37,7 @@ rule tables:
     params:
         out_dir=lambda w, output: os.path.dirname(output[0]),
         order=json_arg(list(config.get("evaluate", {}).get("compositions", {}))),
+        experts=json_arg(config.get("findings", {}).get("experts", {"math": "math", "chat": "chat"})),
         seed=config["seed"],
     threads: 1
     resources:
@@ -46,7 +47,8 @@ rule tables:
     shell:
         "python workflow/scripts/tables.py --evaluations {input.evaluations} --replay {input.replay} "
         "--prompts {input.prompts} "
-        "--paper '{input.paper}' --order {params.order} --seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
+        "--paper '{input.paper}' --order {params.order} --experts {params.experts} --seed {params.seed} "
+        "--out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule figures:

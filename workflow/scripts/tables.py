@@ -6,12 +6,13 @@ import os
 
 import pandas as pd
 
-from taps.tables import (composition_table, main_numbers, main_table, replay_table, routing_table, speed_table,
-                         temperature_table, write_table)
+from taps.tables import (ORACLE, composition_table, main_numbers, main_table, replay_table, routing_table,
+                         speed_table, temperature_table, with_oracle, write_table)
 
 CAPTIONS = {
     "main": "Acceptance length tau [95% bootstrap CI over prompts] per variant and benchmark; paper rows: the "
-            "TAPS paper's reported tau (Llama-3-8B-Instruct target, data/paper/taps_reported.csv).",
+            "TAPS paper's reported tau (Llama-3-8B-Instruct target, data/paper/taps_reported.csv); 'oracle: matched "
+            "expert' is derived, not run: on each benchmark the expert of its domain (findings.experts).",
     "compositions": "Compositions of the math and chat drafters against the best single drafter: tau [95% CI] "
                     "and target nodes verified per pass (merged trees at the paper's budget and at equal budget).",
     "routing": "Routing shares: the fraction of decoding cycles whose kept tree (routing) or last accepted node "
@@ -39,14 +40,17 @@ def main() -> None:
     parser.add_argument("--prompts", required=True, help="per-prompt frame (timing of the timed prompts)")
     parser.add_argument("--paper", default="", help="the paper's reported numbers (CSV); '' for none")
     parser.add_argument("--order", type=json.loads, default=None, help="compositions in table order")
+    parser.add_argument("--experts", type=json.loads, default={"math": "math", "chat": "chat"},
+                        help="domain -> expert composition, for the main table's oracle row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args()
     E = pd.read_parquet(args.evaluations)
     paper = pd.read_csv(args.paper) if args.paper else None
     stem = lambda name: os.path.join(args.out_dir, name)  # noqa: E731
-    write_table(main_table(E, paper, args.order), stem("main"), CAPTIONS["main"],
-                numbers=main_numbers(E, paper, args.order))
+    main = with_oracle(E, args.experts)
+    order = None if args.order is None else [*args.order, ORACLE]
+    write_table(main_table(main, paper, order), stem("main"), CAPTIONS["main"], numbers=main_numbers(main, paper, order))
     write_table(composition_table(E), stem("compositions"), CAPTIONS["compositions"])
     write_table(routing_table(E), stem("routing"), CAPTIONS["routing"])
     P = pd.read_parquet(args.prompts)
