@@ -22,7 +22,9 @@ def _t(chat: float, math: float) -> tuple:
 # every claim (a)-(f), (h) holds: the best single drafter is mixed-320+320 (mean 3.575)
 BASE = {"math": _t(2.0, 4.0), "chat": _t(3.5, 2.5), "mixed-160+160": _t(3.0, 3.5), "mixed-320+320": _t(3.2, 3.7),
         "averaged": _t(1.5, 1.5), "route-confidence": _t(3.4, 3.9), "route-entropy": _t(3.0, 3.6),
-        "merged-paper": _t(4.0, 4.5), "merged-equal": _t(3.8, 4.2)}
+        "merged-paper": _t(4.0, 4.5), "merged-equal": _t(3.8, 4.2),
+        # single drafters at the merged tree's node budget: (e) at equal verification work
+        "math@119": _t(2.1, 4.1), "chat@119": _t(3.6, 2.6), "mixed-320+320@119": _t(3.3, 3.8)}
 
 
 def prompt_frame(taus=None, swing=None, backbone="hass", prompts=30, seed=0, drop=()):
@@ -214,6 +216,8 @@ CASES = {  # claim -> {verdict: (tau overrides, swing)}
           "inconclusive": ({"route-confidence": BASE["math"]}, {"route-confidence": 1.0})},
     "e": {"not reproduced": ({"merged-paper": _t(2.0, 2.0)}, {}),
           "inconclusive": ({"merged-paper": BASE["route-confidence"]}, {"merged-paper": 1.0})},
+    "e2": {"not reproduced": ({"math@119": _t(4.8, 4.8)}, {}),
+           "inconclusive": ({"merged-paper": BASE["mixed-320+320@119"]}, {"merged-paper": 1.0})},
     "h": {"not reproduced": ({"merged-equal": _t(2.0, 2.0)}, {}),
           "inconclusive": ({"merged-equal": BASE["mixed-320+320"]}, {"merged-equal": 1.0})},
 }
@@ -241,7 +245,7 @@ def test_the_base_setting_reproduces_every_claim(verdicts):
     assert list(base.index) == list(CLAIMS)
     assert (base.verdict == "reproduced").all()
     counts = comparisons[comparisons.backbone == "base"].groupby("claim").size()
-    assert counts.to_dict() == {"a": 4, "b": 4, "c": 8, "d": 5, "e": 7, "f": 1, "g": 4, "h": 1}
+    assert counts.to_dict() == {"a": 4, "b": 4, "c": 8, "d": 5, "e": 7, "e2": 3, "f": 1, "g": 4, "h": 1}
     assert (base.comparisons == counts).all()
     deciding = comparisons[(comparisons.backbone == "base") & comparisons.decides]
     assert (deciding.verdict == "reproduced").all() and deciding.groupby("claim").size()["d"] == 2
@@ -369,7 +373,7 @@ def test_p_holm_is_holm_over_each_claims_deciding_rows(verdicts):
 def test_fewer_paired_prompts_than_min_prompts_is_not_evaluated_with_n():
     claims, comparisons = findings(prompt_frame(prompts=6), None, n_boot=200)
     assert (claims.verdict == "not evaluated").all() and comparisons.empty
-    assert claims.reason.str.startswith("n = 6 paired prompts on ").sum() == 6  # (f), (g): no routed cycles
+    assert claims.reason.str.startswith("n = 6 paired prompts on ").sum() == 7  # (f), (g): no routed cycles
     claims, _ = findings(prompt_frame(prompts=6), None, Roles(min_prompts=6), n_boot=200)
     assert _claim(claims, "a").verdict == "reproduced"
     # chat ran only 8 of GSM8K's 30 prompts: claims pairing it on GSM8K have n = 8, the others are evaluated

@@ -73,6 +73,8 @@ class Roles:
     # claim (e): the compositions `merged` should each beat (not merged trees)
     merged_rivals: list[str] = field(default_factory=lambda: [
         "math", "chat", "mixed-160+160", "mixed-320+320", "averaged", "route-confidence", "route-entropy"])
+    # claim (e) at equal verification work: compositions given the merged tree's node budget (their own `tree`)
+    merged_work_rivals: list[str] = field(default_factory=lambda: ["math@119", "chat@119", "mixed-320+320@119"])
     # claim (h): the single drafters among which the best is chosen
     singles: list[str] = field(default_factory=lambda: ["math", "chat", "mixed-160+160", "mixed-320+320", "averaged"])
     min_cycles: int = 20  # claim (g): fewest cycles of a benchmark where both experts reached step `depth_step`
@@ -242,6 +244,15 @@ def _claim_e(s: _Setting) -> list[Spec] | str:
     return [s.beats(f"{merged} vs {c}: mean tau", merged, c, s.mean) for c in rivals]
 
 
+def _claim_e_work(s: _Setting) -> list[Spec] | str:
+    merged, rivals = s.roles.merged, s.roster(s.roles.merged_work_rivals)
+    if not s.roles.merged_work_rivals:
+        return "findings.merged_work_rivals names no composition given the merged tree's node budget"
+    if merged not in s.present or not rivals:
+        return _absent(s.missing([merged]) or s.roles.merged_work_rivals)
+    return [s.beats(f"{merged} vs {c} (same node budget): mean tau", merged, c, s.mean) for c in rivals]
+
+
 def _routed_cycles(s: _Setting) -> pd.DataFrame | str:
     rc = s.roles.route_confidence
     rows = s.routed(rc)
@@ -303,6 +314,8 @@ CLAIMS: dict[str, tuple[str, Callable[[_Setting], list[Spec] | str]]] = {
           "weigh equally)", _claim_d),
     "e": ("merged-tree verification is best: it beats each composition of the roster (findings.merged_rivals) in "
           "mean tau", _claim_e),
+    "e2": ("(e) at equal verification work: merged-tree verification beats each composition of the roster "
+           "(findings.merged_work_rivals: drafters given the merged tree's node budget) in mean tau", _claim_e_work),
     "f": ("confidence beats entropy as a routing signal: on the same cycles, the tree confidence picks is accepted "
           "longer than the one entropy picks (tokens per pass, mean over benchmarks)", _claim_f),
     "g": ("deeper speculative steps favour the matched expert: on the same cycles, its advantage in log-odds of "
@@ -311,7 +324,7 @@ CLAIMS: dict[str, tuple[str, Callable[[_Setting], list[Spec] | str]]] = {
     "h": ("ours: merged trees at a single drafter's budget beat the best single drafter of the roster "
           "(findings.singles) in mean tau (best chosen on the full data, held fixed in the bootstrap)", _claim_h),
 }
-ROSTERS = {"c": "averaged_rivals", "e": "merged_rivals", "h": "singles"}  # claim -> its Roles roster
+ROSTERS = {"c": "averaged_rivals", "e": "merged_rivals", "e2": "merged_work_rivals", "h": "singles"}  # claim -> roster
 
 
 def _p(p: float) -> str:
@@ -404,7 +417,8 @@ def findings_markdown(claims: pd.DataFrame, comparisons: pd.DataFrame, roles: Ro
              f"- **not evaluated** when a composition it needs is absent, or a benchmark it uses has fewer than "
              f"{roles.min_prompts} paired prompts (min_prompts; the reason gives n);",
              "- compositions are named per claim (config `findings`): (c) averaged_rivals: "
-             f"{', '.join(roles.averaged_rivals)}; (e) merged_rivals: {', '.join(roles.merged_rivals)}; (h) singles: "
+             f"{', '.join(roles.averaged_rivals)}; (e) merged_rivals: {', '.join(roles.merged_rivals)}; (e2) "
+             f"merged_work_rivals: {', '.join(roles.merged_work_rivals) or 'none'}; (h) singles: "
              f"{', '.join(roles.singles)}; a name not evaluated in a setting is skipped and the summary says which "
              "were compared;",
              "- (d) is decided on the domain-balanced mean (mean over domains of the mean over the domain's "

@@ -43,9 +43,11 @@ def main() -> None:
     if len(args.outs) != len(args.compositions):
         parser.error(f"--outs names {len(args.outs)} directories for {len(args.compositions)} compositions")
     target = open_target(args, fp32_logits=args.settings.get("fp32_logits", False))
-    tree = TreeConfig(**args.settings.get("tree", {}))
+    # each composition's tree: evaluate.tree, overridden by the composition's own `tree`
+    trees = {name: TreeConfig(**{**args.settings.get("tree", {}), **spec.get("tree", {})})
+             for name, spec in args.compositions.items()}
     drafters = {name: Drafter.load(path, target) for name, path in (d.split("=", 1) for d in args.drafters)}
-    proposers = {name: compose(spec["composition"], proposers_for([drafters[d] for d in spec["drafters"]], tree),
+    proposers = {name: compose(spec["composition"], proposers_for([drafters[d] for d in spec["drafters"]], trees[name]),
                                **spec.get("options", {}))
                  for name, spec in args.compositions.items()}
     config = EvalConfig(args.temperature, args.settings.get("max_new_tokens", 128), args.seed,
@@ -58,7 +60,7 @@ def main() -> None:
     for (name, spec), out in zip(args.compositions.items(), args.outs):
         label = {"target": args.label[0], "backbone": args.label[1], "composition": name,
                  "temperature": args.temperature}
-        write_rows(rows[name], label, {**vars(args), "composition": {"name": name, **spec}, "tree": vars(tree),
+        write_rows(rows[name], label, {**vars(args), "composition": {"name": name, **spec}, "tree": vars(trees[name]),
                                        "eval": vars(config)}, out)
 
 
