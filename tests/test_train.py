@@ -147,6 +147,29 @@ def test_plan_depends_only_on_seed_and_respects_the_budget():
     assert all(len(b) == 1 or len(b) * max(lengths[i] - 1 for i in b) <= 40 for _, b in plan)
 
 
+def test_init_seed_changes_the_initial_weights_and_only_them(target, features):
+    shards = FeatureShards(features, target.fingerprint())
+    base, other = TrainConfig(seed=4, val_fraction=0.25), TrainConfig(seed=4, init_seed=9, val_fraction=0.25)
+    a, b = build_drafter(target, shards, base), build_drafter(target, shards, other)
+
+    def differing(x, y):
+        return {n for (n, p), (_, q) in zip(x.named_parameters(), y.named_parameters()) if not torch.equal(p, q)}
+
+    randomly_initialised = differing(a, build_drafter(target, shards, TrainConfig(seed=5, val_fraction=0.25)))
+    assert "fc.weight" in randomly_initialised and differing(a, b) == randomly_initialised
+    same = build_drafter(target, shards, TrainConfig(seed=4, init_seed=4, val_fraction=0.25))
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), same.parameters()))  # init_seed = seed: no change
+    # the split, the batch plan and the noise follow `seed` alone
+    assert plan_batches(shards.lengths, other) == plan_batches(shards.lengths, base)
+    assert split_sequences(8, other.val_fraction, other.seed) == split_sequences(8, base.val_fraction, base.seed)
+    batch = Batch(tokens=torch.zeros(2, 15, dtype=torch.long), features=torch.zeros(2, 15, 8),
+                  targets=torch.zeros(2, 15, 8), counted=torch.zeros(2, 15, dtype=torch.bool), lengths=(15, 15))
+    noisy = dict(noise=0.1, seed=4, val_fraction=0.25)
+    assert torch.equal(feature_noise(batch, TrainConfig(**noisy, init_seed=9), step=3),
+                       feature_noise(batch, TrainConfig(**noisy), step=3))
+    assert b.config.seed == 9  # the checkpoint records the seed its weights started from
+
+
 def test_plan_holds_only_training_sequences():
     lengths = [12 + i % 7 for i in range(40)]
     config = TrainConfig(epochs=2, batch_tokens=60, seed=3, val_fraction=0.2)

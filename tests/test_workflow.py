@@ -47,6 +47,12 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
         for name in ("math", "chat", "mixed", "avg-math+chat"):
             drafter = results / "drafters" / "tiny" / backbone / name / "drafter"
             assert (drafter / "drafter.safetensors").is_file() and (drafter / "drafter.json").is_file()
+        # init_seeds: math-s1 started from seed 1 (math from seed 0); avg-math-interp weighs them 0.75 / 0.25
+        seeds = [json.loads((results / "drafters" / "tiny" / backbone / n / "drafter" / "drafter.json").read_text())
+                 for n in ("math", "math-s1")]
+        assert [s["config"]["seed"] for s in seeds] == [0, 1]
+        interp = results / "drafters" / "tiny" / backbone / "avg-math-interp" / "drafter" / "average.json"
+        assert json.loads(interp.read_text())["weights"] == [0.75, 0.25]
         for name in ("math", "chat", "mixed"):  # trained with validation: the best epoch was kept
             run = results / "drafters" / "tiny" / backbone / name
             assert len(pd.read_parquet(run / "val_metrics.parquet")) == 2 if backbone == "eagle2" else 1

@@ -131,6 +131,7 @@ class TrainConfig:
     select_by: str = "top1_step1"  # validation column the kept epoch is best in: an agreement or "loss"
     save_every: int = 500  # optimizer steps between resumable checkpoints (and metrics writes)
     seed: int = 0  # seeds the drafter's init, the split, the data order and the noise
+    init_seed: int | None = None  # seeds the drafter's init alone, in place of `seed` (None: `seed`)
     draft_vocab_size: int | None = None  # must equal the shards' d2t size; None: take it from them
     warm_start: str | None = None  # drafter checkpoint directory to start from (e.g. EAGLE-2 for HASS)
     checkpoint_dtype: str = "float32"  # dtype of the finished drafter/ weights: float32, bfloat16 or float16
@@ -476,7 +477,8 @@ def build_drafter(target: TargetModel, shards: Features, config: TrainConfig) ->
         raise ValueError(f"TrainConfig.draft_vocab_size is {config.draft_vocab_size} but the features' "
                          f"vocab.safetensors maps {d2t.numel()} draft ids")
     full = d2t.numel() == target.vocab_size and torch.equal(d2t, torch.arange(target.vocab_size))
-    dconfig = DrafterConfig(backbone=config.backbone, draft_vocab_size=None if full else d2t.numel(), seed=config.seed,
+    init = config.seed if config.init_seed is None else config.init_seed
+    dconfig = DrafterConfig(backbone=config.backbone, draft_vocab_size=None if full else d2t.numel(), seed=init,
                             architecture=config.architecture)
     drafter = Drafter(target, dconfig, None if full else d2t, dtype=torch.float32)  # fp32 master weights
     if config.warm_start:

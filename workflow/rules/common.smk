@@ -39,7 +39,10 @@ def check_drafter_names():
     """Every drafter the compositions, averages and exports name exists for each target and backbone, and
     every trained drafter to export has EAGLE's architecture."""
     named = {d for c in config.get("evaluate", {}).get("compositions", {}).values() for d in c["drafters"]}
-    named |= {d for members in config.get("averages", {}).values() for d in members} | set(config.get("export", []))
+    named |= {d for a in config.get("averages", {}) for d in average_members(a)} | set(config.get("export", []))
+    unseeded = sorted(set(config.get("init_seeds", {})) - set(config["datasets"]))
+    if unseeded:
+        raise ValueError(f"init_seeds names {unseeded}, which are not datasets (datasets: {', '.join(config['datasets'])})")
     for target in config["targets"]:
         for backbone in config["backbones"]:
             known = set(config["datasets"]) | {f"avg-{a}" for a in config.get("averages", {})}
@@ -135,8 +138,22 @@ def eval_threads():
     return config.get("evaluate", {}).get("threads", config.get("threads", 2))
 
 
-def train_settings(backbone):
-    return {"backbone": backbone, "seed": config["seed"], **config["train"].get(backbone, {})}
+def train_settings(backbone, dataset=None):
+    """TrainConfig fields of a backbone's training; with `dataset`, its init_seed where init_seeds gives one."""
+    init = {"init_seed": config["init_seeds"][dataset]} if dataset in config.get("init_seeds", {}) else {}
+    return {"backbone": backbone, "seed": config["seed"], **config["train"].get(backbone, {}), **init}
+
+
+def average_members(name):
+    """The dataset names averaged into avg-<name> (config averages: a list, or {members, weights})."""
+    spec = config["averages"][name]
+    return spec["members"] if isinstance(spec, dict) else spec
+
+
+def average_weights(name):
+    """The weights of avg-<name>'s members as --weights arguments ('' for uniform)."""
+    spec = config["averages"][name]
+    return " ".join(str(w) for w in spec["weights"]) if isinstance(spec, dict) else ""
 
 
 def warm_start(w):

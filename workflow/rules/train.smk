@@ -20,7 +20,7 @@ rule train:
     params:
         sources=train_source_args,
         launch=launcher(job_resources("train", 0, 0, True)["gpu"]),
-        settings=lambda w: json_arg(train_settings(w.backbone)),
+        settings=lambda w: json_arg(train_settings(w.backbone, w.dataset)),
         workdir=lambda w: f"{RESULTS}/drafters/{w.target}/{w.backbone}/{w.dataset}",
         dev=device_args(),
     threads: config.get("threads", 2)
@@ -37,20 +37,22 @@ rule train:
 rule average:
     input:
         target=target_json("{target}"),
-        members=lambda w: [drafter_dir(w.target, w.backbone, d) for d in config["averages"][w.name]],
+        members=lambda w: [drafter_dir(w.target, w.backbone, d) for d in average_members(w.name)],
     output:
         directory(f"{RESULTS}/drafters/{{target}}/{{backbone}}/avg-{{name}}/drafter"),
     log:
         f"{RESULTS}/logs/average/{{target}}/{{backbone}}/{{name}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/average/{{target}}/{{backbone}}/{{name}}.tsv"
+    params:
+        weights=lambda w: f"--weights {average_weights(w.name)}" if average_weights(w.name) else "",
     threads: 1
     resources:
         **job_resources("average", mem_mb=4000, runtime=10, gpu=False),
     conda:
         ENV
     shell:
-        "python workflow/scripts/average.py --target {input.target} --members {input.members} "
+        "python workflow/scripts/average.py --target {input.target} --members {input.members} {params.weights} "
         "--out {output} > {log} 2>&1"
 
 
