@@ -9,8 +9,9 @@ from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
 from taps.aggregate import temperature_pairs
-from taps.figures import (confidence_entropy_figure, depth_figure, depth_rates, routing_oracle,
-                          routing_oracle_figure, save_figure, tau_figure, temperature_figure)
+from taps.figures import (confidence_entropy_figure, depth_figure, depth_rates, interpolation_figure,
+                          interpolation_points, routing_oracle, routing_oracle_figure, save_figure, tau_figure,
+                          temperature_figure)
 
 TARGET = "llama-3.1-8b"
 
@@ -194,8 +195,25 @@ def test_temperature_figure_one_point_per_pair_or_a_note():
         "no composition evaluated at two temperatures"
 
 
+def test_interpolation_points_average_the_benchmarks_taus_along_each_line():
+    P = prompt_frame()
+    P.loc[(P.composition == "chat") & (P.benchmark == "gsm8k"), "new_tokens"] += 30  # chat: 1.5 more on GSM8K
+    lines = {"shared": {"0": "math", "0.5": "chat", "1": "merged-paper"}, "ghost": {"0": "math", "1": "absent"}}
+    points = interpolation_points(P, lines)
+    eagle = points[points.backbone == "eagle2"].set_index(["pair", "alpha"])
+    assert list(eagle.index) == [("shared", 0.0), ("shared", 0.5), ("shared", 1.0), ("ghost", 0.0)]
+    assert eagle.loc[("shared", 0.0), "tau"] == pytest.approx(75 / 20)  # T=0 only: prompts p0..p3, 60..90 tokens
+    assert eagle.loc[("shared", 0.5), "tau"] == pytest.approx(75 / 20 + 1.5 / 3)
+    assert (eagle.low <= eagle.tau).all() and (eagle.tau <= eagle.high).all() and set(eagle.benchmarks) == {3}
+    fig = interpolation_figure(points)
+    assert len(fig.axes) == 2 and fig.axes[0].get_xlabel().startswith("α")
+    assert sum(isinstance(c, ErrorbarContainer) for c in fig.axes[0].containers) == 2  # one per line
+    assert note(interpolation_figure(interpolation_points(P, {}))) == "no interpolation evaluated (config interpolations)"
+
+
 @pytest.mark.parametrize("draw", [tau_figure, confidence_entropy_figure, routing_oracle_figure, depth_figure,
-                                  temperature_figure])
+                                  temperature_figure, lambda frame: interpolation_figure(
+                                      interpolation_points(frame, {"x": {0: "math"}}))])
 def test_every_figure_gives_a_note_for_missing_or_empty_frames(draw):
     for frame in (None, pd.DataFrame(), pd.DataFrame({"target": ["x"]})):
         fig = draw(frame)

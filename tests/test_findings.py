@@ -24,7 +24,12 @@ BASE = {"math": _t(2.0, 4.0), "chat": _t(3.5, 2.5), "mixed-160+160": _t(3.0, 3.5
         "averaged": _t(1.5, 1.5), "route-confidence": _t(3.4, 3.9), "route-entropy": _t(3.0, 3.6),
         "merged-paper": _t(4.0, 4.5), "merged-equal": _t(3.8, 4.2),
         # single drafters at the merged tree's node budget: (e) at equal verification work
-        "math@119": _t(2.1, 4.1), "chat@119": _t(3.6, 2.6), "mixed-320+320@119": _t(3.3, 3.8)}
+        "math@119": _t(2.1, 4.1), "chat@119": _t(3.6, 2.6), "mixed-320+320@119": _t(3.3, 3.8),
+        # (i): experts from other initialisations and the midpoints of their interpolation lines
+        "chat-s1": _t(3.5, 2.5), "math-s1": _t(2.0, 4.0), "independent@0.5": _t(1.0, 1.0), "control@0.5": _t(1.2, 1.2)}
+LINES = Roles(interpolations={"shared": {"0": "math", "0.5": "averaged", "1": "chat"},  # string alphas, as JSON has them
+                              "independent": {0: "math", 0.5: "independent@0.5", 1: "chat-s1"},
+                              "control": {0: "math", 0.5: "control@0.5", 1: "math-s1"}})
 
 
 def prompt_frame(taus=None, swing=None, backbone="hass", prompts=30, seed=0, drop=()):
@@ -218,6 +223,8 @@ CASES = {  # claim -> {verdict: (tau overrides, swing)}
           "inconclusive": ({"merged-paper": BASE["route-confidence"]}, {"merged-paper": 1.0})},
     "e2": {"not reproduced": ({"math@119": _t(4.8, 4.8)}, {}),
            "inconclusive": ({"merged-paper": BASE["mixed-320+320@119"]}, {"merged-paper": 1.0})},
+    "i": {"not reproduced": ({"independent@0.5": _t(3.0, 3.0)}, {}),
+          "inconclusive": ({"independent@0.5": BASE["averaged"]}, {"independent@0.5": 1.0})},
     "h": {"not reproduced": ({"merged-equal": _t(2.0, 2.0)}, {}),
           "inconclusive": ({"merged-equal": BASE["mixed-320+320"]}, {"merged-equal": 1.0})},
 }
@@ -233,7 +240,7 @@ def verdicts():
     routing = [routing_frame(RIGHT, backbone="base")]
     routing += [routing_frame(RIGHT, signal, prompts=10, backbone=f"f:{verdict}")
                 for verdict, signal in SIGNAL_CASES.items()]
-    return findings(pd.concat(frames), pd.concat(routing), seed=0)
+    return findings(pd.concat(frames), pd.concat(routing), LINES, seed=0)
 
 
 SIGNAL_CASES = {"not reproduced": "entropy", "inconclusive": "split"}  # (f): which signal tracks acceptance
@@ -245,7 +252,7 @@ def test_the_base_setting_reproduces_every_claim(verdicts):
     assert list(base.index) == list(CLAIMS)
     assert (base.verdict == "reproduced").all()
     counts = comparisons[comparisons.backbone == "base"].groupby("claim").size()
-    assert counts.to_dict() == {"a": 4, "b": 4, "c": 8, "d": 5, "e": 7, "e2": 3, "f": 1, "g": 4, "h": 1}
+    assert counts.to_dict() == {"a": 4, "b": 4, "c": 8, "d": 5, "e": 7, "e2": 3, "f": 1, "g": 4, "h": 1, "i": 2}
     assert (base.comparisons == counts).all()
     deciding = comparisons[(comparisons.backbone == "base") & comparisons.decides]
     assert (deciding.verdict == "reproduced").all() and deciding.groupby("claim").size()["d"] == 2
@@ -426,3 +433,12 @@ def test_claim_d_is_decided_on_the_domain_balanced_mean_with_oracle_and_plain_me
         assert d.loc[text, "diff"] == pytest.approx(diff, abs=0.03)
     assert d.loc[list(expected)[2:], "p_holm"].isna().all()
     assert _claim(claims, "d").verdict == "reproduced"
+
+
+def test_claim_i_needs_the_three_interpolation_lines_at_their_midpoint():
+    claims, _ = findings(prompt_frame(), None, n_boot=100)
+    assert _claim(claims, "i").reason.startswith("needs interpolations shared, independent and control")
+    no_control = Roles(interpolations={k: v for k, v in LINES.interpolations.items() if k != "control"})
+    assert _claim(findings(prompt_frame(), None, no_control, n_boot=100)[0], "i").verdict == "not evaluated"
+    claims, _ = findings(prompt_frame(drop=("control@0.5",)), None, LINES, n_boot=100)
+    assert _claim(claims, "i").reason == "absent (or not on every benchmark): control@0.5"

@@ -13,6 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from taps.compose import COMPOSITIONS
+from taps.findings import CLAIMS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"  # shipped with the project
@@ -47,11 +48,12 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
         for name in ("math", "chat", "mixed", "avg-math+chat"):
             drafter = results / "drafters" / "tiny" / backbone / name / "drafter"
             assert (drafter / "drafter.safetensors").is_file() and (drafter / "drafter.json").is_file()
-        # init_seeds: math-s1 started from seed 1 (math from seed 0); avg-math-interp weighs them 0.75 / 0.25
+        # init_seeds: math-s1 started from seed 1 (math from seed 0); the control line's point at alpha 0.25
+        # weighs them 0.75 / 0.25
         seeds = [json.loads((results / "drafters" / "tiny" / backbone / n / "drafter" / "drafter.json").read_text())
                  for n in ("math", "math-s1")]
         assert [s["config"]["seed"] for s in seeds] == [0, 1]
-        interp = results / "drafters" / "tiny" / backbone / "avg-math-interp" / "drafter" / "average.json"
+        interp = results / "drafters" / "tiny" / backbone / "avg-control@0.25" / "drafter" / "average.json"
         assert json.loads(interp.read_text())["weights"] == [0.75, 0.25]
         for name in ("math", "chat", "mixed"):  # trained with validation: the best epoch was kept
             run = results / "drafters" / "tiny" / backbone / name
@@ -69,13 +71,17 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
     table = pd.read_parquet(results / "tables" / "evaluations.parquet")
     smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["evaluate"]
     sampled = smoke["sampled"]
-    assert len(table) == 2 * len(smoke["compositions"]) * len(smoke["benchmarks"]) + len(
+    # the interpolation lines add their endpoints' and inner points' compositions (the shared midpoint is
+    # `averaged`, an average of the same members and weights)
+    lines = {"chat-s1", "math-s1", "shared@0.25", "independent@0.25", "independent@0.5", "control@0.25", "control@0.5"}
+    greedy_compositions = set(smoke["compositions"]) | lines
+    assert len(table) == 2 * len(greedy_compositions) * len(smoke["benchmarks"]) + len(
         sampled["backbones"]) * len(sampled["compositions"]) * len(sampled["benchmarks"])
-    assert set(table.composition) == set(smoke["compositions"])
+    assert set(table.composition) == greedy_compositions
     assert {c["composition"] for c in smoke["compositions"].values()} == set(COMPOSITIONS)
     assert table[table.temperature == 0].identical.all() and (table.tau >= 1).all()
     # T=0 replays against one reference per benchmark and times the first prompt (engine and replay
-    # both kept); T=1 runs the engine on every prompt
+    # both kept); T=1 replays along one sample per turn and times the first prompt too
     assert (results / "references" / "tiny" / "mt_bench.parquet").is_file()
     greedy = table[table.temperature == 0]
     assert (greedy.timed_turns >= 1).all() and (greedy.replay_turns == greedy.timed_turns).all()
@@ -84,11 +90,12 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
     for name in ("main", "compositions", "routing", "speed", "temperature", "replay"):
         for ext in ("md", "tex", "csv"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
-    for name in ("tau_T0", "confidence_entropy", "routing_oracle", "depth", "temperature"):
+    for name in ("tau_T0", "confidence_entropy", "routing_oracle", "depth", "temperature", "interpolation"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 1000
     claims = pd.read_parquet(results / "findings.parquet")
-    assert set(claims.claim) == set("abcdefgh") and "## (a)" in (results / "findings.md").read_text()
+    assert list(claims.claim.unique()) == list(CLAIMS) and "## (a)" in (results / "findings.md").read_text()
+    assert "interpolations shared, independent and control" not in " ".join(claims.reason)  # (i) read the lines
     report = _snakemake("--configfile", "config/smoke.yaml", "--config", f"results={results}", f"data_dir={DATA}",
                         "--report", str(results / "report.html"))
     assert report.returncode == 0, report.stderr[-4000:]

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from taps.benchmarks import DOMAINS, column_order, display_name
-from taps.metrics import bootstrap_ci
+from taps.metrics import bootstrap_ci, paired_ratio_bootstrap
 
 MARKERS = {"mt_bench": "o", "gsm8k": "s", "math500": "^", "svamp": "D"}
 PANEL = ["target", "backbone"]  # one panel per (target, backbone)
@@ -246,6 +246,52 @@ def temperature_figure(T: pd.DataFrame) -> Figure:
     handles |= {display_name(b): Line2D([], [], color="black", marker=MARKERS.get(b, "v"), ls="")
                 for b in column_order(T.benchmark)}
     _legend(fig, axes, handles)
+    return fig
+
+
+def interpolation_points(P: pd.DataFrame, lines: dict[str, dict[float, str]], seed: int = 0) -> pd.DataFrame:
+    """Mean tau over the benchmarks at T=0 along each interpolation line (pair -> {alpha: composition}), per (target,
+    backbone): one row per point with its 95% bootstrap CI over prompts (resampled within each benchmark). A
+    point is left out where its composition did not run on every benchmark of the panel."""
+    cols = PANEL + ["pair", "alpha", "composition", "tau", "low", "high", "benchmarks"]
+    if _lacks(P, PANEL + ["composition", "benchmark", "temperature", "new_tokens", "passes"]) or not lines:
+        return pd.DataFrame(columns=cols)
+    P, rows = P[P.temperature.astype(float) == 0.0], []
+    for key, panel in P.groupby(PANEL, sort=False):
+        benches = list(dict.fromkeys(panel.benchmark))
+        for pair, line in lines.items():
+            for alpha, name in sorted((float(a), n) for a, n in line.items()):
+                runs = panel[panel.composition == name]
+                if set(runs.benchmark) != set(benches):
+                    continue
+                by = {b: runs[runs.benchmark == b] for b in benches}
+                tau, low, high = paired_ratio_bootstrap(
+                    {b: r.new_tokens.to_numpy(float) for b, r in by.items()},
+                    {b: r.passes.to_numpy(float) for b, r in by.items()}, {b: b for b in benches},
+                    lambda t: np.mean([t[b] for b in benches], axis=0), seed=seed)
+                rows.append({**dict(zip(PANEL, key)), "pair": pair, "alpha": alpha, "composition": name, "tau": tau,
+                             "low": low, "high": high, "benchmarks": len(benches)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def interpolation_figure(points: pd.DataFrame) -> Figure:
+    """Mean tau at T=0 along each interpolation line theta(alpha) = (1 - alpha) first + alpha second
+    (`interpolation_points`), with 95% CIs: a line that sags in the middle is a loss barrier between the two."""
+    if points.empty:
+        return _note("no interpolation evaluated (config interpolations)")
+    pairs = list(dict.fromkeys(points.pair))
+    colors, panels = _colors(pairs), list(points.groupby(PANEL, sort=False))
+    fig, axes = _grid(1, len(panels), width=4.8)
+    for ax, (key, frame) in zip(axes[0], panels):
+        for i, (pair, line) in enumerate(frame.groupby("pair", sort=False)):
+            line = line.sort_values("alpha")
+            ends = f"{line.composition.iloc[0]} → {line.composition.iloc[-1]}"
+            ax.errorbar(line.alpha + (i - 1) * 0.01, line.tau, yerr=_err(line, "tau", "low", "high"), capsize=2,
+                        marker=("o", "s", "^", "D")[i % 4], color=colors[pair], label=f"{pair} ({ends})")
+        ax.set(xlabel="α (weight of the second drafter)", ylabel="mean τ over the benchmarks, T=0",
+               title=_title(key, points))
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+    _legend(fig, axes)
     return fig
 
 

@@ -81,6 +81,15 @@ class Roles:
     depth_step: int = 3  # claim (g): the step k compared with step 1 (fixed, not chosen from the data)
     min_prompts: int = 10  # fewest paired prompts on every benchmark a claim uses; fewer: "not evaluated"
     margin: float = 0.05  # tau: a comparison whose whole 95% CI lies within +/- margin is "equivalent"
+    # claim (i): interpolation lines between two drafters, pair -> {alpha: composition} (alpha 0: the first, 1: the
+    # second); pairs "shared" (the experts from one initialisation), "independent" (from two) and "control" (an
+    # expert and a copy trained on the same data from another initialisation). The workflow fills it (config
+    # interpolations).
+    interpolations: dict[str, dict[float, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # JSON keys are strings: alphas back to floats
+        object.__setattr__(self, "interpolations", {pair: {float(a): c for a, c in line.items()}
+                                                    for pair, line in self.interpolations.items()})
 
 
 def prompt_counts(p: pd.DataFrame) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
@@ -253,6 +262,26 @@ def _claim_e_work(s: _Setting) -> list[Spec] | str:
     return [s.beats(f"{merged} vs {c} (same node budget): mean tau", merged, c, s.mean) for c in rivals]
 
 
+INTERPOLATION_PAIRS = ("shared", "independent", "control")  # claim (i)'s lines, by role
+
+
+def _claim_i(s: _Setting) -> list[Spec] | str:
+    """At the midpoint: the experts' average from a shared initialisation against the average from independent
+    ones, and an expert against its average with a same-data copy from another initialisation."""
+    lines = s.roles.interpolations
+    if not set(INTERPOLATION_PAIRS) <= set(lines) or any(0.5 not in lines[p] for p in INTERPOLATION_PAIRS):
+        return ("needs interpolations shared, independent and control with alpha 0.5 (config interpolations, "
+                "interpolation_alphas)")
+    shared, independent, control, expert = (lines["shared"][0.5], lines["independent"][0.5], lines["control"][0.5],
+                                            lines["control"][0.0])
+    if s.missing([shared, independent, control, expert]):
+        return _absent(s.missing([shared, independent, control, expert]))
+    return [s.beats(f"{shared} vs {independent}: mean tau (experts averaged from one initialisation vs from two)",
+                    shared, independent, s.mean),
+            s.beats(f"{expert} vs {control}: mean tau (an expert vs its average with a same-data copy from another "
+                    "initialisation)", expert, control, s.mean)]
+
+
 def _routed_cycles(s: _Setting) -> pd.DataFrame | str:
     rc = s.roles.route_confidence
     rows = s.routed(rc)
@@ -323,6 +352,9 @@ CLAIMS: dict[str, tuple[str, Callable[[_Setting], list[Spec] | str]]] = {
           "advantage at step 1", _claim_g),
     "h": ("ours: merged trees at a single drafter's budget beat the best single drafter of the roster "
           "(findings.singles) in mean tau (best chosen on the full data, held fixed in the bootstrap)", _claim_h),
+    "i": ("ours: averaging fails when the experts start from different initialisations: the experts' midpoint "
+          "from one initialisation beats the midpoint from two, and an expert beats its midpoint with a same-data "
+          "copy from another initialisation (mean tau; config interpolations)", _claim_i),
 }
 ROSTERS = {"c": "averaged_rivals", "e": "merged_rivals", "e2": "merged_work_rivals", "h": "singles"}  # claim -> roster
 
@@ -361,7 +393,7 @@ def _too_few(specs: list[Spec], min_prompts: int) -> str:
 
 def findings(P: pd.DataFrame, R: pd.DataFrame | None = None, roles: Roles = Roles(), seed: int = 0,
              n_boot: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Verdicts on claims (a)-(h) per (target, backbone, temperature): (claims_df, comparisons_df).
+    """Verdicts on claims (a)-(i) per (target, backbone, temperature): (claims_df, comparisons_df).
     P: per-prompt counts (`taps.aggregate.prompt_rows`); R: routed cycles (`routing_rows`) for (f) and (g)."""
     claims, comparisons = [], []
     for key, p in P.groupby(SETTING, sort=True):
@@ -427,7 +459,10 @@ def findings_markdown(claims: pd.DataFrame, comparisons: pd.DataFrame, roles: Ro
              f"- (f) and (g) read the cycles of {roles.route_confidence} that replay scored: both drafters' "
              "trees on the same contexts, cycles cut by the turn's end left out; (f) compares the tree each signal "
              f"would keep, (g) the experts' log-odds of acceptance at step {roles.depth_step} minus step 1 on the "
-             f"cycles where both reached the step (at least {roles.min_cycles}); (g) has no equivalence margin.", ""]
+             f"cycles where both reached the step (at least {roles.min_cycles}); (g) has no equivalence margin;",
+             "- (e2) and (i) go beyond the paper: (e) with the rivals given the merged tree's node budget, and "
+             "averaging's dependence on the experts' initialisations (interpolation lines "
+             f"{', '.join(roles.interpolations) or 'none configured'}; figure interpolation).", ""]
     for letter, (statement, _) in CLAIMS.items():
         lines += [f"## ({letter}) {statement}", ""]
         for row in claims[claims.claim == letter].itertuples():

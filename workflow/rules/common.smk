@@ -253,7 +253,7 @@ def reference_settings():
 # the tidy frames, tables and figures that report.smk writes
 FRAMES = ("evaluations", "prompts", "depth", "nodes", "routing", "replay")
 TABLE_NAMES = ("main", "compositions", "routing", "speed", "temperature", "replay")
-FIGURE_NAMES = ("tau_T0", "confidence_entropy", "routing_oracle", "depth", "temperature")
+FIGURE_NAMES = ("tau_T0", "confidence_entropy", "routing_oracle", "depth", "temperature", "interpolation")
 PAPER = config.get("paper_results", "data/paper/taps_reported.csv")
 
 
@@ -306,5 +306,38 @@ def launcher(gpus):
     return f"torchrun --standalone --nproc_per_node={gpus}" if gpus > 1 else "python"
 
 
+def expand_interpolations():
+    """config `interpolations` (pair -> [first, second] dataset names): on each line, for every alpha of
+    `interpolation_alphas`, the average avg-<pair>@<alpha> = (1 - alpha) first + alpha second and a single
+    composition <pair>@<alpha> over it (an existing average of the same members and weights is reused), at T=0;
+    the endpoints are the single compositions of first and second, added where the config has none.
+    Returns {pair: {alpha: composition}} with the endpoints at 0 and 1 (findings (i), the interpolation figure)."""
+    compositions, averages = config["evaluate"]["compositions"], config.setdefault("averages", {})
+
+    def single(drafter):
+        return next((n for n, c in compositions.items() if c["composition"] == "single" and c["drafters"] == [drafter]),
+                    None)
+
+    lines = {}
+    for pair, (first, second) in config.get("interpolations", {}).items():
+        line = {}
+        for end, alpha in ((first, 0.0), (second, 1.0)):
+            line[alpha] = single(end) or end
+            compositions.setdefault(line[alpha], {"composition": "single", "drafters": [end]})
+        for alpha in config.get("interpolation_alphas", [0.5]):
+            weights = [1 - alpha, alpha]
+            same = next((a for a in averages if average_members(a) == [first, second]
+                         and [float(w) for w in (average_weights(a).split() or [0.5, 0.5])] == weights), None)
+            if same is None:
+                same = f"{pair}@{alpha:g}"
+                averages[same] = {"members": [first, second], "weights": weights}
+            line[float(alpha)] = single(f"avg-{same}") or f"{pair}@{alpha:g}"
+            compositions.setdefault(line[float(alpha)], {"composition": "single", "drafters": [f"avg-{same}"]})
+        lines[pair] = dict(sorted(line.items()))
+    return lines
+
+
+INTERPOLATIONS = expand_interpolations()  # before the checks: they see the averages and compositions it adds
+INTERPOLATED = {n for line in INTERPOLATIONS.values() for a, n in line.items() if 0 < a < 1}  # not in the main table
 check_drafter_names()
 check_sampled_prompts()

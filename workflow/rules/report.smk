@@ -36,7 +36,8 @@ rule tables:
         f"{RESULTS}/benchmarks/tables.tsv"
     params:
         out_dir=lambda w, output: os.path.dirname(output[0]),
-        order=json_arg(list(config.get("evaluate", {}).get("compositions", {}))),
+        # the interpolation's inner points are drawn (figure interpolation), not tabled
+        order=json_arg([c for c in config.get("evaluate", {}).get("compositions", {}) if c not in INTERPOLATED]),
         experts=json_arg(config.get("findings", {}).get("experts", {"math": "math", "chat": "chat"})),
         seed=config["seed"],
     threads: 1
@@ -65,13 +66,15 @@ rule figures:
     params:
         tables_dir=lambda w, input: os.path.dirname(input[0]),
         out_dir=lambda w, output: os.path.dirname(output[0]),
+        interpolations=json_arg(INTERPOLATIONS),
     threads: 1
     resources:
         **job_resources("figures", mem_mb=4000, runtime=10, gpu=False),
     conda:
         ENV
     shell:
-        "python workflow/scripts/figures.py --tables-dir {params.tables_dir} --out-dir {params.out_dir} > {log} 2>&1"
+        "python workflow/scripts/figures.py --tables-dir {params.tables_dir} --out-dir {params.out_dir} "
+        "--interpolations {params.interpolations} > {log} 2>&1"
 
 
 rule findings:
@@ -88,7 +91,7 @@ rule findings:
     benchmark:
         f"{RESULTS}/benchmarks/findings.tsv"
     params:
-        roles=json_arg(config.get("findings", {})),
+        roles=json_arg({**config.get("findings", {}), "interpolations": INTERPOLATIONS}),
         seed=config["seed"],
     threads: 1
     resources:
