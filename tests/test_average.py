@@ -84,3 +84,20 @@ def test_other_shapes_are_refused(target, tmp_path):
     save_file(tensors, os.path.join(b, WEIGHTS))
     with pytest.raises(ValueError, match=r"'.*b'.*'fc.weight'"):
         average_drafters([a, b], target)
+
+
+def test_line_distances_measure_the_experts_apart_and_from_their_initialisations(target, tmp_path):
+    from taps.average import initial_drafter, line_distances, parameter_distance
+    from taps.drafter import DrafterConfig
+    fresh = Drafter(target, DrafterConfig(seed=3), dtype=torch.float32)
+    assert parameter_distance(fresh, initial_drafter(fresh, target)) == 0.0  # an untrained drafter is its init
+    moved = Drafter(target, DrafterConfig(seed=3), dtype=torch.float32)
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.add_(0.5)  # every parameter 0.5 away
+    other = Drafter(target, DrafterConfig(seed=4), dtype=torch.float32)
+    moved.save(str(tmp_path / "a"))
+    other.save(str(tmp_path / "b"))
+    got = line_distances(str(tmp_path / "a"), str(tmp_path / "b"), target)
+    assert got["first_from_init"] == pytest.approx(0.5) and got["second_from_init"] == 0.0
+    assert got["inits_apart"] > 0 and got["between"] == pytest.approx(parameter_distance(moved, other))

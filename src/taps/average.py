@@ -82,6 +82,33 @@ def average_drafters(dirs: Sequence[str], target: TargetModel, weights: Sequence
     return out
 
 
+def parameter_distance(a: Drafter, b: Drafter) -> float:
+    """Root-mean-square difference of two drafters' floating tensors (the same names and shapes): how far
+    apart they sit in weight space, per parameter."""
+    sa, sb = a.state_dict(), b.state_dict()
+    total, count = 0.0, 0
+    for name, x in sa.items():
+        if x.is_floating_point():
+            total += float(((x.double() - sb[name].double()) ** 2).sum())
+            count += x.numel()
+    return (total / count) ** 0.5 if count else 0.0
+
+
+def initial_drafter(drafter: Drafter, target: TargetModel) -> Drafter:
+    """The random initialisation `drafter`'s weights started from: a fresh drafter of its config (seed, draft
+    vocabulary, architecture). A HASS drafter warm-started from EAGLE-2 traces back to the same one."""
+    return Drafter(target, drafter.config, d2t=drafter.d2t, dtype=torch.float32)
+
+
+def line_distances(first: str, second: str, target: TargetModel) -> dict[str, float]:
+    """For an interpolation line between the drafters saved in `first` and `second`: their distance, and each
+    one's distance from its own initialisation (`parameter_distance`)."""
+    a, b = (Drafter.load(d, target, dtype=torch.float32) for d in (first, second))
+    return {"between": parameter_distance(a, b), "first_from_init": parameter_distance(a, initial_drafter(a, target)),
+            "second_from_init": parameter_distance(b, initial_drafter(b, target)),
+            "inits_apart": parameter_distance(initial_drafter(a, target), initial_drafter(b, target))}
+
+
 def average_checkpoints(dirs: Sequence[str], out_dir: str, target: TargetModel,
                         weights: Sequence[float] | None = None) -> Drafter:
     """Average the checkpoints in `dirs` and save the result to `out_dir` (with average.json: sources, weights)."""

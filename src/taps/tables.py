@@ -310,6 +310,20 @@ def to_latex(df: pd.DataFrame, caption: str = "", label: str = "") -> str:
                       r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
 
 
+def interpolation_table(distances: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """Per (target, backbone, interpolation line): the ends' distance apart, each end's distance from its
+    initialisation, the two initialisations' distance (`taps.average.line_distances`; root-mean-square per
+    parameter), and mean tau at T=0 at each alpha [95% CI] (`taps.figures.interpolation_points`)."""
+    rows = []
+    for r in distances.itertuples():
+        line = points[(points.target == r.target) & (points.backbone == r.backbone) & (points.pair == r.pair)]
+        taus = {f"tau at {a:g}": fmt_ci(p.tau, p.low, p.high) for a, p in zip(line.alpha, line.itertuples())}
+        rows.append({"target": r.target, "backbone": r.backbone, "line": r.pair, "first": r.first, "second": r.second,
+                     "apart": f"{r.between:.4f}", "first from init": f"{r.first_from_init:.4f}",
+                     "second from init": f"{r.second_from_init:.4f}", "inits apart": f"{r.inits_apart:.4f}", **taus})
+    return pd.DataFrame(rows)
+
+
 def write_table(df: pd.DataFrame, stem: str | os.PathLike, caption: str,
                 numbers: pd.DataFrame | None = None) -> list[Path]:
     """Write stem.md, stem.tex and stem.csv (the CSV holds `numbers` when given, e.g. `main_numbers`,

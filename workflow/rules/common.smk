@@ -261,7 +261,8 @@ def report_outputs():
     """The final outputs once evaluation is configured: tables, figures and findings."""
     if not config.get("evaluate"):
         return []
-    return ([f"{RESULTS}/tables/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")]
+    tables = TABLE_NAMES + (("interpolation",) if config.get("interpolations") else ())
+    return ([f"{RESULTS}/tables/{name}.{ext}" for name in tables for ext in ("csv", "md", "tex")]
             + [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "pdf")]
             + [f"{RESULTS}/findings.md"])
 

@@ -52,6 +52,53 @@ rule tables:
         "--out-dir {params.out_dir} > {log} 2>&1"
 
 
+rule interpolation_distances:
+    input:
+        target=target_json("{target}"),
+        drafters=lambda w: [drafter_dir(w.target, b, d) for b in config["backbones"]
+                            for pair in config["interpolations"].values() for d in pair],
+    output:
+        f"{RESULTS}/tables/interpolation/{{target}}.parquet",
+    log:
+        f"{RESULTS}/logs/interpolation_distances/{{target}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/interpolation_distances/{{target}}.tsv"
+    params:
+        lines=json_arg(config.get("interpolations", {})),
+        drafters=lambda w: json_arg({b: {d: drafter_dir(w.target, b, d) for pair in config["interpolations"].values()
+                                         for d in pair} for b in config["backbones"]}),
+    threads: 1
+    resources:
+        **job_resources("interpolation_distances", mem_mb=4000, runtime=10, gpu=False),
+    conda:
+        ENV
+    shell:
+        "python workflow/scripts/interpolation_distances.py --target {input.target} --label {wildcards.target} "
+        "--lines {params.lines} --drafters {params.drafters} --threads 1 --device cpu --out {output} > {log} 2>&1"
+
+
+rule interpolation_table:
+    input:
+        distances=[f"{RESULTS}/tables/interpolation/{t}.parquet" for t in config["targets"]],
+        prompts=f"{RESULTS}/tables/prompts.parquet",
+    output:
+        [report(f"{RESULTS}/tables/interpolation.{ext}", caption="../report/table_interpolation.rst",
+                category="Tables", subcategory="interpolation") for ext in ("csv", "md", "tex")],
+    log:
+        f"{RESULTS}/logs/interpolation_table.log",
+    params:
+        lines=json_arg(INTERPOLATIONS),
+        out=f"{RESULTS}/tables/interpolation",
+    threads: 1
+    resources:
+        **job_resources("tables", mem_mb=2000, runtime=10, gpu=False),
+    conda:
+        ENV
+    shell:
+        "python workflow/scripts/interpolation_table.py --distances {input.distances} --prompts {input.prompts} "
+        "--interpolations {params.lines} --out {params.out} > {log} 2>&1"
+
+
 rule figures:
     input:
         [f"{RESULTS}/tables/{frame}.parquet" for frame in FRAMES],
