@@ -260,3 +260,21 @@ def test_interpolation_table_gives_the_distances_and_tau_along_each_line():
     assert (row["line"], row["apart"], row["inits apart"]) == ("control", "0.0123", "0.0500")
     assert (row["tau at 0"], row["tau at 0.5"], row["tau at 1"]) == ("3.00 [2.50, 3.50]", "1.50 [1.20, 1.80]",
                                                                      "2.90 [2.40, 3.40]")
+
+
+def test_headline_table_gives_the_mean_over_the_four_benchmarks_per_temperature_and_backbone(paper):
+    from taps.tables import headline_table
+    rows = []
+    for t in (0.0, 1.0):
+        for comp, base in (("math", 3.0), ("chat", 2.0)):
+            for j, bench in enumerate(FOUR):
+                if comp == "chat" and t == 1.0 and bench == "svamp":
+                    continue  # a benchmark missing: no mean there
+                rows += [{"target": "tiny", "backbone": "eagle2", "composition": comp, "benchmark": bench,
+                          "temperature": t, "prompt": f"p{i}", "new_tokens": 20 * (base + j / 10 - t / 2),
+                          "passes": 20} for i in range(3)]
+    table = headline_table(pd.DataFrame(rows), paper).set_index("composition")
+    assert list(table.columns) == ["target", "T=0 eagle2", "T=0 eagle2 paper", "T=1 eagle2", "T=1 eagle2 paper"]
+    assert table.loc["math", "T=0 eagle2"] == "3.15 [3.15, 3.15] (n=3)"  # every prompt alike: no uncertainty
+    assert table.loc["math", "T=1 eagle2"] == "2.65 [2.65, 2.65] (n=3)" and table.loc["chat", "T=1 eagle2"] == ""
+    assert table.loc["math", "T=0 eagle2 paper"] == "4.42" and table.loc["chat", "T=0 eagle2 paper"] == ""

@@ -87,7 +87,7 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
     assert (greedy.timed_turns >= 1).all() and (greedy.replay_turns == greedy.timed_turns).all()
     assert (table[table.temperature == 1].timed_turns == sampled["prompts"]).all()
     # every table, figure and the findings; the report with them
-    for name in ("main", "compositions", "routing", "speed", "temperature", "replay", "interpolation"):
+    for name in ("headline", "main", "compositions", "routing", "speed", "temperature", "replay", "interpolation"):
         for ext in ("md", "tex", "csv"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
     for name in ("tau_T0", "confidence_entropy", "routing_oracle", "depth", "temperature", "interpolation"):

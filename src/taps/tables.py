@@ -229,6 +229,45 @@ def speed_table(P: pd.DataFrame, E: pd.DataFrame, seed: int = 0) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def headline_table(P: pd.DataFrame, paper: pd.DataFrame | None = None, order: Sequence[str] | None = None,
+                   seed: int = 0) -> pd.DataFrame:
+    """The paper's headline table: one row per composition, one column per (temperature, backbone) holding the
+    mean tau over the four paper benchmarks [95% bootstrap CI over prompts, resampled within each benchmark]
+    and the fewest prompts of a benchmark (n); blank unless the composition ran all four there. With `paper`,
+    the paper's reported average beside each (its 'average' row, else the mean of its four)."""
+    if P.empty:
+        return pd.DataFrame()
+    P = P[P.benchmark.isin(BENCHMARKS)]
+    reported = {} if paper is None else {
+        (r.backbone, r.composition, r.benchmark, float(r.temperature)): float(r.tau)
+        for r in paper.itertuples() if not pd.isna(r.tau)}
+    columns = [(t, b) for t in sorted(P.temperature.unique()) for b in pd.unique(P.backbone)]
+    comps = [c for c in (order or pd.unique(P.composition)) if c in set(P.composition)]
+    rows = []
+    for target in pd.unique(P.target):
+        for comp in comps:
+            row = {"target": target, "composition": comp}
+            for t, b in columns:
+                runs = P[(P.target == target) & (P.composition == comp) & (P.temperature == t) & (P.backbone == b)]
+                label = f"T={t:g} {b}"
+                if set(runs.benchmark) != set(BENCHMARKS):
+                    row[label] = ""
+                else:
+                    by = {k: g for k, g in runs.groupby("benchmark")}
+                    mean, low, high = paired_ratio_bootstrap(
+                        {k: g.new_tokens.to_numpy(float) for k, g in by.items()},
+                        {k: g.passes.to_numpy(float) for k, g in by.items()}, {k: k for k in by},
+                        lambda r: sum(r[k] for k in by) / len(by), seed=seed)
+                    row[label] = f"{fmt_ci(mean, low, high)} (n={min(len(g) for g in by.values())})"
+                if paper is not None:
+                    theirs = reported.get((b, comp, AVERAGE, float(t)), NAN)
+                    if pd.isna(theirs):
+                        theirs = _mean_of_four({k: reported.get((b, comp, k, float(t)), NAN) for k in BENCHMARKS})
+                    row[f"{label} paper"] = fmt_ci(theirs)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def temperature_table(P: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """The temperature effect on the same prompts (`taps.aggregate.temperature_pairs`): per backbone, composition
     and benchmark, the prompts both temperatures ran, tau [95% CI] at each, and the paired difference [95% CI]."""

@@ -252,7 +252,7 @@ def reference_settings():
 
 # the tidy frames, tables and figures that report.smk writes
 FRAMES = ("evaluations", "prompts", "depth", "nodes", "routing", "replay")
-TABLE_NAMES = ("main", "compositions", "routing", "speed", "temperature", "replay")
+TABLE_NAMES = ("headline", "main", "compositions", "routing", "speed", "temperature", "replay")
 FIGURE_NAMES = ("tau_T0", "confidence_entropy", "routing_oracle", "depth", "temperature", "interpolation")
 PAPER = config.get("paper_results", "data/paper/taps_reported.csv")
 
