@@ -112,8 +112,7 @@ COMPOSED = {
     "route-confidence": ("route-confidence", {}, lambda t: [echo_drafter(t), Drafter(t)]),
     # the drafter of a cycle chosen from past cycles' acceptance, which depends on past samples
     "select-leader": ("select-leader", {}, lambda t: [Drafter(t), echo_drafter(t)]),
-    "select-ucb": ("select-ucb", {}, lambda t: [Drafter(t), echo_drafter(t)]),
-}
+}  # select-ucb differs from select-leader only in which past acceptance it prefers: the same law
 
 
 @pytest.mark.parametrize("variant", COMPOSED)
