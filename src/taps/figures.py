@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from taps.benchmarks import DOMAINS, column_order, display_name
-from taps.metrics import bootstrap_ci, paired_ratio_bootstrap
+from taps.metrics import benchmark_mean_tau, bootstrap_ci
 
 MARKERS = {"mt_bench": "o", "gsm8k": "s", "math500": "^", "svamp": "D"}
 PANEL = ["target", "backbone"]  # one panel per (target, backbone)
@@ -264,11 +264,7 @@ def interpolation_points(P: pd.DataFrame, lines: dict[str, dict[float, str]], se
                 runs = panel[panel.composition == name]
                 if set(runs.benchmark) != set(benches):
                     continue
-                by = {b: runs[runs.benchmark == b] for b in benches}
-                tau, low, high = paired_ratio_bootstrap(
-                    {b: r.new_tokens.to_numpy(float) for b, r in by.items()},
-                    {b: r.passes.to_numpy(float) for b, r in by.items()}, {b: b for b in benches},
-                    lambda t: np.mean([t[b] for b in benches], axis=0), seed=seed)
+                tau, low, high = benchmark_mean_tau(runs, seed)
                 rows.append({**dict(zip(PANEL, key)), "pair": pair, "alpha": alpha, "composition": name, "tau": tau,
                              "low": low, "high": high, "benchmarks": len(benches)})
     return pd.DataFrame(rows, columns=cols)

@@ -65,6 +65,15 @@ def _draw_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
     return np.vstack([np.ones(n), times.reshape(n_boot, n)])
 
 
+def benchmark_mean_tau(runs, seed: int = 0) -> tuple[float, float, float]:
+    """Mean tau over the benchmarks of one composition's per-prompt rows (benchmark, new_tokens, passes), with a
+    95% bootstrap CI over prompts resampled within each benchmark: (mean, low, high)."""
+    by = {k: g for k, g in runs.groupby("benchmark")}
+    return paired_ratio_bootstrap({k: g.new_tokens.to_numpy(float) for k, g in by.items()},
+                                  {k: g.passes.to_numpy(float) for k, g in by.items()}, {k: k for k in by},
+                                  lambda r: sum(r[k] for k in by) / len(by), seed=seed)
+
+
 def paired_ratio_bootstrap(numerators: Mapping[K, Sequence[float]], denominators: Mapping[K, Sequence[float]],
                            strata: Mapping[K, Hashable], statistic: Callable[[dict[K, np.ndarray]], np.ndarray],
                            level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:

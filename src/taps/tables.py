@@ -18,7 +18,7 @@ import pandas as pd
 
 from taps.aggregate import replay_error, temperature_pairs
 from taps.benchmarks import DISPLAY_NAMES, DOMAINS
-from taps.metrics import paired_ratio_bootstrap
+from taps.metrics import benchmark_mean_tau, paired_ratio_bootstrap
 
 BENCHMARKS = DISPLAY_NAMES
 AVERAGE = "average"  # benchmark name of the Avg. column (also the paper CSV's name for it)
@@ -253,12 +253,8 @@ def headline_table(P: pd.DataFrame, paper: pd.DataFrame | None = None, order: Se
                 if set(runs.benchmark) != set(BENCHMARKS):
                     row[label] = ""
                 else:
-                    by = {k: g for k, g in runs.groupby("benchmark")}
-                    mean, low, high = paired_ratio_bootstrap(
-                        {k: g.new_tokens.to_numpy(float) for k, g in by.items()},
-                        {k: g.passes.to_numpy(float) for k, g in by.items()}, {k: k for k in by},
-                        lambda r: sum(r[k] for k in by) / len(by), seed=seed)
-                    row[label] = f"{fmt_ci(mean, low, high)} (n={min(len(g) for g in by.values())})"
+                    mean, low, high = benchmark_mean_tau(runs, seed)
+                    row[label] = f"{fmt_ci(mean, low, high)} (n={runs.groupby('benchmark').size().min()})"
                 if paper is not None:
                     theirs = reported.get((b, comp, AVERAGE, float(t)), NAN)
                     if pd.isna(theirs):
