@@ -88,7 +88,7 @@ rule interpolation_table:
         f"{RESULTS}/logs/interpolation_table.log",
     params:
         lines=json_arg(INTERPOLATIONS),
-        out=f"{RESULTS}/tables/interpolation",
+        out=lambda w, output: output[0].removesuffix(".csv"),
     threads: 1
     resources:
         **job_resources("tables", mem_mb=2000, runtime=10, gpu=False),
