@@ -89,7 +89,7 @@ def test_batched_generation_equals_the_vanilla_loop_token_for_token(tiny, monkey
     target, conversations, chosen, fmt = tiny
     tok = target.tokenizer
     prompts = [prompt_ids(tok, fmt, c[:1]) for c in select("math", conversations, 6, 0, chosen)]
-    assert len({len(p) for p in prompts}) > 2  # left padding is exercised
+    assert len({len(p) for p in prompts}) > 2  # padding is exercised
     stop = StopStrings(tok, fmt.stop)
     free = generate_batch(target, prompts, NEW)
     for prompt, (tokens, finish) in zip(prompts, free):

@@ -10,8 +10,9 @@ A source's rows are its first `count` conversations in the seeded order of `taps
 training mixture that takes c conversations of the source takes the rows with order < c, so
 mixtures share the source's rows (and features) instead of recomputing them.
 
-Target-written answers are generated in batches (`generate_batch`: Hugging Face `generate`
-with left padding and a KV cache, greedy unless a temperature is set), stopping at EOS, at a
+Target-written answers are generated in batches (`generate_batch`: `taps.batch_decode`, which
+runs the few-shot prefix the batch shares once and drops rows as they stop; greedy unless a
+temperature is set), stopping at EOS, at a
 stop string (the plain template's next `User:` turn), or at `max_new_tokens`; each answer keeps
 exactly the tokens the target emitted, stop string included, so the drafter learns the
 target's own token sequence. Multi-turn conversations are cut to their first exchange
@@ -35,10 +36,10 @@ from typing import Sequence
 import pyarrow as pa
 import torch
 from tqdm import tqdm
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from taps.batch_decode import decode_batch
 from taps.data import Conversation, encode_text, source_order, write_parquet_atomic
-from taps.generate import StopStrings, cut_new_tokens
+from taps.generate import StopStrings
 from taps.prompts import PromptFormat
 from taps.target import TargetModel
 
@@ -90,45 +91,15 @@ def first_turns(conversation: Conversation, config: AnswerConfig) -> Conversatio
 # ---------------------------------------------------------------- batched generation
 
 
-class _Stop(StoppingCriteria):
-    """Per row: done once its new tokens hit EOS or a stop string (checked on the newest token)."""
-
-    def __init__(self, stop: StopStrings | None, prompt_length: int):
-        self.stop, self.prompt_length = stop, prompt_length
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        if self.stop is not None:
-            for b, row in enumerate(input_ids[:, self.prompt_length:].tolist()):
-                done[b] = self.stop.find(row, len(row) - 1) is not None
-        return done
-
-
 def generate_batch(target: TargetModel, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                    temperature: float = 0.0, stop: StopStrings | None = None) -> list[tuple[list[int], str]]:
-    """(new tokens, finish) per prompt, decoded together: left-padded, one KV cache, greedy at T=0.
+    """(new tokens, finish) per prompt, decoded together (`taps.batch_decode`: the shared prefix once,
+    finished rows dropped); greedy at T=0, else plain temperature sampling from torch's global RNG.
 
     The tokens are those the vanilla loop would emit for each prompt alone: cut after the first
     EOS or stop string, at most max_new_tokens; finish says which ended it (eos | stop | length).
     """
-    pad = target.tokenizer.pad_token_id
-    pad = pad if pad is not None else min(target.eos_token_ids or {0})
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=target.device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=target.device)
-    # plain temperature sampling, as the vanilla loop does: a None top_k / top_p would let generate apply
-    # the model's generation_config (Gemma-3's on the hub: top_k 64, top_p 0.95) or generate's top_k of 50
-    sampling = {"temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {}
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0, **sampling,
-                              pad_token_id=pad, eos_token_id=sorted(target.eos_token_ids) or None)
-    with torch.no_grad():
-        out = target.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                                    stopping_criteria=StoppingCriteriaList([_Stop(stop, width)]))
-    results = []
-    for row in out[:, width:].tolist():
-        tokens, finish = cut_new_tokens([], row, max_new_tokens, target.eos_token_ids, stop)
-        results.append((tokens, finish or "length"))
-    return results
+    return decode_batch(target, prompts, max_new_tokens, temperature, stop)
 
 
 def _generate_all(target: TargetModel, prompts: list[list[int]], config: AnswerConfig, stop: StopStrings | None,
