@@ -203,19 +203,19 @@ def test_failure_keeps_previous_output_and_success_replaces_it(target, data, tmp
 
 
 def test_missing_files_name_the_file_and_the_step_that_writes_it(target, data, tmp_path):
-    with pytest.raises(FileNotFoundError, match="absent.parquet .*prepare_dataset"):
+    with pytest.raises(FileNotFoundError, match="absent.parquet.*prepare_data"):
         _extract(target, tmp_path / "absent.parquet", tmp_path / "f")
     with pytest.raises(FileNotFoundError, match="feature directory .*extract_features"):
         FeatureShards(tmp_path / "nowhere")
     _extract(target, data, tmp_path / "f")
     os.remove(tmp_path / "f" / SHARD_NAME.format(2))
-    with pytest.raises(FileNotFoundError, match="shard-00002.safetensors .*extract_features"):
+    with pytest.raises(FileNotFoundError, match="shard-00002.safetensors.*extract_features"):
         FeatureShards(tmp_path / "f")
     os.remove(tmp_path / "f" / VOCAB)
     with pytest.raises(FileNotFoundError, match="vocab.safetensors"):
         load_vocab(tmp_path / "f")
     os.remove(tmp_path / "f" / META)
-    with pytest.raises(FileNotFoundError, match="meta.json .*extract_features"):
+    with pytest.raises(FileNotFoundError, match="meta.json.*extract_features"):
         FeatureShards(tmp_path / "f")
 
 
@@ -223,7 +223,7 @@ def test_corrupt_shard_is_named(target, data, tmp_path):
     _extract(target, data, tmp_path / "f")
     path = tmp_path / "f" / SHARD_NAME.format(1)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ValueError, match="shard-00001.safetensors is corrupt"):
+    with pytest.raises(ValueError, match="shard-00001.safetensors is truncated or unreadable"):
         FeatureShards(tmp_path / "f")  # indexing the sequences already reads every shard's header
 
 

@@ -23,6 +23,7 @@ import torch
 from safetensors import safe_open
 
 from taps.drafter import WEIGHTS, Drafter
+from taps.intermediates import reading
 from taps.target import TargetModel
 
 
@@ -42,7 +43,8 @@ def check_weights(n: int, weights: Sequence[float] | None) -> list[float]:
 
 def _tensor_specs(directory: str) -> dict[str, tuple[tuple[int, ...], str]]:
     """name -> (shape, dtype) of a checkpoint's tensors, read from the safetensors header."""
-    with safe_open(os.path.join(directory, WEIGHTS), "pt") as f:
+    path = os.path.join(directory, WEIGHTS)
+    with reading(path, "drafter checkpoint", directory), safe_open(path, "pt") as f:
         return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
 
 

@@ -32,11 +32,11 @@ import os
 from dataclasses import asdict, dataclass, fields
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoModel, DynamicCache
 
+from taps.intermediates import read_json, reading
 from taps.linear import speed_up_linears
 from taps.target import Fingerprint, TargetModel
 
@@ -147,11 +147,7 @@ class Drafter(nn.Module):
         """Load a checkpoint for `target` (parameters in `dtype`, None: the target's); a drafter made for
         another target is refused."""
         meta_path, weights_path = os.path.join(directory, META), os.path.join(directory, WEIGHTS)
-        for path in (meta_path, weights_path):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"drafter checkpoint {directory!r} has no {os.path.basename(path)}")
-        with open(meta_path) as f:
-            meta = json.load(f)
+        meta = read_json(meta_path, "drafter checkpoint", directory)
         known = {f.name for f in fields(DrafterConfig)}
         config = DrafterConfig(**{k: v for k, v in meta["config"].items() if k in known})
         saved = Fingerprint(**meta["target"])
@@ -159,10 +155,8 @@ class Drafter(nn.Module):
         if diff:
             raise ValueError(f"drafter {directory!r} was trained for target {saved.name!r}, not {target.name!r}: "
                              + "; ".join(diff))
-        try:
+        with reading(weights_path, "drafter checkpoint", directory):
             tensors = load_file(weights_path)
-        except (SafetensorError, OSError) as err:
-            raise ValueError(f"drafter weights {weights_path!r} are corrupt or truncated: {err}") from err
         drafter = cls(target, config, d2t=tensors.get("d2t"), dtype=dtype)
         missing, unexpected = drafter.load_state_dict(tensors, strict=False)
         if missing or unexpected:

@@ -53,6 +53,7 @@ from tqdm import tqdm
 
 from taps.benchmarks import Prompt, build_turn_prompt
 from taps.generate import Generation, Proposer, SharedPrefix, StopStrings, speculative_generate, vanilla_generate
+from taps.intermediates import read_parquet
 from taps.prompts import PromptFormat
 from taps.replay import checked_features, reference_features, replay_generate, sample_features
 from taps.target import TargetModel
@@ -147,10 +148,7 @@ def write_references(rows: list[dict], path: str) -> None:
 
 def read_references(path: str) -> list[dict]:
     """Rows written by `write_references`; one clear error for a missing or foreign file."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no references at {path}: build them with the workflow's `reference` rule "
-                                "(taps.evaluate.reference_rows)")
-    table = pd.read_parquet(path)
+    table = read_parquet(path, "references")
     missing = [c for c in REFERENCE_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path} is not a references table: columns {missing} are missing")

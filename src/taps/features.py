@@ -53,12 +53,13 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
 from taps.generate import chain
+from taps.intermediates import read_json, reading
 from taps.target import Fingerprint, TargetModel
 
 SHARD_NAME = "shard-{:05d}.safetensors"  # .format(shard index)
@@ -85,7 +86,8 @@ class Row(NamedTuple):
 
 def read_rows(data_path: str | Path, limit: int | None = None, batch_rows: int = 64) -> Iterator[Row]:
     """The rows of a training Parquet, reading `batch_rows` rows at a time."""
-    file = pq.ParquetFile(data_path)
+    with reading(data_path, "training data"):
+        file = pq.ParquetFile(data_path)
     names = file.schema_arrow.names
     missing = [c for c in DATA_COLUMNS if c not in names]
     if missing:
@@ -112,9 +114,8 @@ def read_rows(data_path: str | Path, limit: int | None = None, batch_rows: int =
 
 
 def _require_data(path) -> None:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"training data {path} does not exist; it is written by "
-                                "taps.data.prepare_dataset (the workflow's data-preparation step)")
+    with reading(path, "training data"):  # missing or truncated: refused before any work
+        pq.ParquetFile(path)
 
 
 def target_rows(target: TargetModel, data_path, limit: int | None = None) -> Iterator[Row]:
@@ -270,7 +271,8 @@ def _extract_into(target: TargetModel, data_path, writer: ShardWriter, limit: in
     counts = torch.zeros(target.vocab_size, dtype=torch.int64)
     sources: Counter = Counter()
     orders, names = [], []
-    rows = pq.ParquetFile(data_path).metadata.num_rows
+    with reading(data_path, "training data"):
+        rows = pq.ParquetFile(data_path).metadata.num_rows
     total = rows if limit is None else min(rows, limit)
     contexts, batch = ContextCache(target), []
     done = {"tokens": 0, "computed": 0, "start": time.perf_counter()}
@@ -436,11 +438,8 @@ def read_meta(out_dir: str | Path) -> dict:
     path = os.path.join(out_dir, META)
     if not os.path.isdir(out_dir):
         raise _missing(str(out_dir), "feature directory")
-    if not os.path.isfile(path):
-        raise _missing(path, "feature metadata")
+    meta = read_json(path, "feature metadata", out_dir)
     try:
-        with open(path) as f:
-            meta = json.load(f)
         Fingerprint(**meta["target"])
         if len(meta["shards"]) != len(meta["shard_sizes"]) or meta["dtype"] not in FEATURE_DTYPES:
             raise ValueError("shards, shard_sizes or dtype are inconsistent")
@@ -451,14 +450,13 @@ def read_meta(out_dir: str | Path) -> dict:
 
 def load_vocab(out_dir: str | Path) -> Tensor:
     """d2t [N] int64 (draft id -> target id) of a feature directory, or of a vocabulary file itself."""
-    path = str(out_dir) if str(out_dir).endswith(".safetensors") else os.path.join(out_dir, VOCAB)
-    if not os.path.isfile(path):
-        raise _missing(path, "draft vocabulary")
-    try:
-        d2t = load_file(path)["d2t"]
-    except (SafetensorError, OSError, KeyError) as err:
-        raise ValueError(f"draft vocabulary {path} is corrupt: {err}") from err
-    return d2t.long()
+    own = str(out_dir).endswith(".safetensors")  # a vocabulary file (rule draft_vocab), not a feature directory's
+    path = str(out_dir) if own else os.path.join(out_dir, VOCAB)
+    with reading(path, "draft vocabulary" if own else "feature vocabulary", None if own else out_dir):
+        tensors = load_file(path)
+    if "d2t" not in tensors:
+        raise ValueError(f"draft vocabulary {path} is corrupt: it holds no d2t")
+    return tensors["d2t"].long()
 
 
 def _check_shard(tensors: dict[str, Tensor], sizes: list[int], hidden_size: int) -> str | None:
@@ -504,13 +502,8 @@ class FeatureShards(_Batches):
         self.spans: list[tuple[int, int, int]] = []  # per sequence: (shard, start, end) token offsets
         for index, name in enumerate(self.meta["shards"]):
             path = os.path.join(self.directory, name)
-            if not os.path.isfile(path):
-                raise _missing(path, "feature shard")
-            try:
-                with safe_open(path, "pt") as shard:
-                    offsets = shard.get_tensor("offsets").tolist()
-            except (SafetensorError, OSError) as err:
-                raise ValueError(f"feature shard {path} is corrupt or truncated: {err}") from err
+            with reading(path, "feature shard", self.directory), safe_open(path, "pt") as shard:
+                offsets = shard.get_tensor("offsets").tolist()
             self.spans += [(index, a, b) for a, b in zip(offsets[:-1], offsets[1:])]
         if len(self.spans) != len(self):
             raise ValueError(f"feature directory {self.directory}: shards hold {len(self.spans)} sequences, "
@@ -547,12 +540,8 @@ class FeatureShards(_Batches):
     def load_shard(self, index: int) -> dict[str, Tensor]:
         """The tensors of shard `index` (format: module docstring), checked against meta.json."""
         path = os.path.join(self.directory, self.meta["shards"][index])
-        if not os.path.isfile(path):
-            raise _missing(path, "feature shard")
-        try:
+        with reading(path, "feature shard", self.directory):
             tensors = load_file(path)
-        except (SafetensorError, OSError) as err:
-            raise ValueError(f"feature shard {path} is corrupt or truncated: {err}") from err
         problem = _check_shard(tensors, self.meta["shard_sizes"][index], self.hidden_size)
         if problem is None and tensors["hidden"].dtype != FEATURE_DTYPES[self.meta["dtype"]]:
             problem = f"hidden is {tensors['hidden'].dtype}, meta.json says {self.meta['dtype']}"

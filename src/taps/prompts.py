@@ -31,6 +31,7 @@ from typing import Sequence
 
 from taps.data import Conversation, format_conversation
 from taps.generate import USER_TURN_STOP, StopStrings
+from taps.intermediates import read_json
 
 MAX_EXEMPLAR_CHARS = 800  # an exemplar's question + answer; longer ones would dominate the prompt
 MIN_EXEMPLAR_CHARS = 40  # and shorter ones show nothing of the task's form
@@ -136,11 +137,7 @@ class FewShotFile:
 
     @staticmethod
     def read(path: str) -> "FewShotFile":
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no few-shot exemplars at {path}: the workflow's `fewshot` rule writes them "
-                                    "(taps.prompts.choose_exemplars)")
-        with open(path) as f:
-            data = json.load(f)
+        data = read_json(path, "few-shot exemplars")
         return FewShotFile(data["source"], data["indices"], [tuple(e) for e in data["exemplars"]])
 
 

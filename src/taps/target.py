@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 
+from taps.intermediates import read_json
 from taps.linear import linear, speed_up_linears
 from taps.tree import additive_mask, ancestor_mask, position_ids
 
@@ -319,8 +320,7 @@ def write_target_spec(target: TargetModel, model: str, trust_remote_code: bool, 
 
 
 def _read_spec(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path, "target spec")
 
 
 def load_tokenizer_spec(path: str):

@@ -1,9 +1,9 @@
 """Choose one target's draft vocabulary over all its training mixtures (the N most frequent tokens)."""
 
 import argparse
-import json
 
 from taps.features import write_vocab
+from taps.intermediates import read_json
 
 
 def main() -> None:
@@ -13,8 +13,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=0, help="N; 0 keeps the full vocabulary")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    with open(args.target) as f:
-        vocab_size = json.load(f)["fingerprint"]["vocab_size"]
+    vocab_size = read_json(args.target, "target spec")["fingerprint"]["vocab_size"]
     d2t = write_vocab(args.data, vocab_size, args.size or None, args.out)
     print(f"draft vocabulary: {len(d2t)} of {vocab_size} target tokens")
 

@@ -3,13 +3,12 @@
 import argparse
 import os
 
-import pandas as pd
-
 from taps.aggregate import temperature_pairs
 import json
 
 from taps.figures import (confidence_entropy_figure, depth_figure, interpolation_figure, interpolation_points,
                           routing_oracle_figure, save_figure, tau_figure, temperature_figure)
+from taps.intermediates import read_parquet
 
 
 def main() -> None:
@@ -19,7 +18,7 @@ def main() -> None:
     parser.add_argument("--interpolations", type=json.loads, default={},
                         help="interpolation lines, pair -> {alpha: composition} (config interpolations)")
     args = parser.parse_args()
-    frame = lambda name: pd.read_parquet(os.path.join(args.tables_dir, f"{name}.parquet"))  # noqa: E731
+    frame = lambda name: read_parquet(os.path.join(args.tables_dir, f"{name}.parquet"), "table")  # noqa: E731
     E, D = frame("evaluations"), frame("depth")
     figures = {"tau_T0": tau_figure(E, 0.0), "confidence_entropy": confidence_entropy_figure(frame("nodes")),
                "routing_oracle": routing_oracle_figure(frame("routing")), "depth": depth_figure(D, 0.0),

@@ -4,9 +4,8 @@ import argparse
 import json
 import os
 
-import pandas as pd
-
 from taps.findings import Roles, findings, findings_markdown
+from taps.intermediates import read_parquet
 
 
 def main() -> None:
@@ -20,7 +19,8 @@ def main() -> None:
     parser.add_argument("--out-comparisons", required=True, help="comparisons CSV")
     args = parser.parse_args()
     roles = Roles(**args.roles)
-    claims, comparisons = findings(pd.read_parquet(args.prompts), pd.read_parquet(args.routing), roles, seed=args.seed)
+    prompts, routing = read_parquet(args.prompts, "table"), read_parquet(args.routing, "table")
+    claims, comparisons = findings(prompts, routing, roles, seed=args.seed)
     claims.to_parquet(f"{args.out}.tmp")
     comparisons.to_csv(f"{args.out_comparisons}.tmp", index=False)
     with open(f"{args.out_md}.tmp", "w") as f:

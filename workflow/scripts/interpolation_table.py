@@ -7,6 +7,7 @@ import os
 import pandas as pd
 
 from taps.figures import interpolation_points
+from taps.intermediates import read_parquet
 from taps.tables import interpolation_table, write_table
 
 CAPTION = ("Interpolation lines (config interpolations): the ends' root-mean-square distance per parameter, each "
@@ -21,8 +22,8 @@ def main() -> None:
     parser.add_argument("--interpolations", type=json.loads, required=True, help="pair -> {alpha: composition}")
     parser.add_argument("--out", required=True, help="the table's path without its extension")
     args = parser.parse_args()
-    distances = pd.concat([pd.read_parquet(p) for p in args.distances], ignore_index=True)
-    points = interpolation_points(pd.read_parquet(args.prompts), args.interpolations)
+    distances = pd.concat([read_parquet(p, "interpolation distances") for p in args.distances], ignore_index=True)
+    points = interpolation_points(read_parquet(args.prompts, "table"), args.interpolations)
     write_table(interpolation_table(distances, points), args.out, CAPTION)
     print(open(f"{args.out}.md").read())
 

@@ -6,6 +6,7 @@ import os
 
 import pandas as pd
 
+from taps.intermediates import read_parquet
 from taps.tables import (ORACLE, composition_table, headline_table, main_numbers, main_table, replay_table,
                          routing_table, speed_table, temperature_table, with_oracle, write_table)
 
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args()
-    E = pd.read_parquet(args.evaluations)
+    E = read_parquet(args.evaluations, "table")
     paper = pd.read_csv(args.paper) if args.paper else None
     stem = lambda name: os.path.join(args.out_dir, name)  # noqa: E731
     main = with_oracle(E, args.experts)
@@ -57,11 +58,11 @@ def main() -> None:
     write_table(main_table(main, paper, order), stem("main"), CAPTIONS["main"], numbers=main_numbers(main, paper, order))
     write_table(composition_table(E), stem("compositions"), CAPTIONS["compositions"])
     write_table(routing_table(E), stem("routing"), CAPTIONS["routing"])
-    P = pd.read_parquet(args.prompts)
+    P = read_parquet(args.prompts, "table")
     write_table(headline_table(P, paper, args.order, args.seed), stem("headline"), CAPTIONS["headline"])
     write_table(speed_table(P, E, args.seed), stem("speed"), CAPTIONS["speed"])
     write_table(temperature_table(P, args.seed), stem("temperature"), CAPTIONS["temperature"])
-    write_table(replay_table(pd.read_parquet(args.replay), E, args.seed), stem("replay"), CAPTIONS["replay"])
+    write_table(replay_table(read_parquet(args.replay, "table"), E, args.seed), stem("replay"), CAPTIONS["replay"])
     print(open(stem("main") + ".md").read())
 
 
