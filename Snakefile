@@ -41,7 +41,7 @@ rule all:
 
 
 # `snakemake released`: every evaluation of released drafters alone, with the imports and references it
-# needs and nothing trained (README: Released drafters and serving engines)
+# needs and nothing trained (docs/released-drafters.md)
 rule released:
     input:
         evaluation_outputs(released_only=True),

@@ -212,7 +212,7 @@ def save_eagle(drafter: Drafter, directory: str, dtype: torch.dtype | None = Non
     model_type = drafter.target.config.model_type
     if model_type != "llama":
         raise ValueError(f"SGLang's EAGLE-2 draft class {ENGINE_ARCHITECTURE} takes Llama targets, not "
-                         f"{model_type!r} ones (README: Serving engines)")
+                         f"{model_type!r} ones (docs/released-drafters.md: Serving engines)")
     cast = (lambda t: t.to(dtype)) if dtype is not None else (lambda t: t)
     tensors = {to_eagle_name(k): cast(v).detach().contiguous().cpu()
                for k, v in drafter.state_dict().items() if to_eagle_name(k)}
