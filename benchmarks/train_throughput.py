@@ -23,7 +23,8 @@ from taps import load_target
 from taps.data import Source, prepare_dataset
 from taps.drafter import Drafter
 from taps.features import extract_features
-from taps.train import TrainConfig, train_drafter
+from taps.train import train_drafter
+from taps.train_config import TrainConfig
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:

@@ -10,10 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from taps.features import (
-    META, SHARD_NAME, VOCAB, FeatureMixture, FeatureSequence, FeatureShards, ShardWriter, choose_vocab,
-    extract_features, load_vocab, read_meta, write_vocab,
-)
+from taps.features import extract_features
+from taps.shards import META, SHARD_NAME, FeatureMixture, FeatureSequence, FeatureShards, ShardWriter, read_meta
+from taps.vocab import VOCAB, choose_vocab, load_vocab, write_vocab
 from taps.generate import chain
 from conftest import tiny_target
 

@@ -15,7 +15,10 @@ from taps.aggregate import read_evaluation
 from taps.average import average_drafters
 from taps.drafter import META as DRAFTER_META, WEIGHTS, Drafter
 from taps.evaluate import REFERENCE_COLUMNS, read_references, write_references
-from taps.features import META, SHARD_NAME, VOCAB, FeatureShards, extract_features, load_vocab, read_rows, write_vocab
+from taps.features import extract_features
+from taps.rows import read_rows
+from taps.shards import META, SHARD_NAME, FeatureShards
+from taps.vocab import VOCAB, load_vocab, write_vocab
 from taps.intermediates import CorruptIntermediate, MissingIntermediate, read_json, read_parquet, reading
 from taps.prompts import FewShotFile
 from taps.target import write_target_spec

@@ -12,9 +12,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from taps.features import FeatureShards, OnlineFeatures, extract_features
+from taps.features import extract_features
+from taps.online import OnlineFeatures
+from taps.shards import FeatureShards
 from taps.parallel import Prefetcher
-from taps.train import TrainConfig, train_drafter
+from taps.train import train_drafter
+from taps.train_config import TrainConfig
 from conftest import tiny_target
 
 CONTEXT = [7, 8, 9, 10, 11, 12]  # a few-shot context shared by the even rows

@@ -14,11 +14,14 @@ import torch
 from safetensors.torch import load_file
 
 import taps.train as train_mod
+import taps.validation as validation_mod
+from taps.batching import Batch, make_batch, plan_batches, split_sequences
 from taps.drafter import Drafter
-from taps.features import FeatureShards, extract_features
-from taps.train import (AGREEMENTS, Batch, TrainConfig, alignment_mask, batch_loss, build_drafter, distill_terms,
-                        feature_noise, learning_rate, make_batch, plan_batches, split_sequences, train_drafter,
-                        unroll_inputs, unrolled_mask)
+from taps.features import extract_features
+from taps.objective import alignment_mask, batch_loss, distill_terms, feature_noise, unroll_inputs, unrolled_mask
+from taps.shards import FeatureShards
+from taps.train import build_drafter, learning_rate, train_drafter
+from taps.train_config import AGREEMENTS, TrainConfig
 from taps.tree import additive_mask
 from conftest import tiny_target
 
@@ -368,7 +371,7 @@ def test_validation_matches_a_per_sequence_forward_whatever_the_backbone(target,
     """Step-1 agreements of the batched validation = a causal forward of one sequence at a time."""
     shards, drafter = FeatureShards(features), Drafter(target)
     ids = [0, 2, 3, 5]
-    got = train_mod.validate(drafter, shards, ids, TrainConfig(batch_tokens=40))
+    got = validation_mod.validate(drafter, shards, ids, TrainConfig(batch_tokens=40))
     top1 = top3 = counted = 0
     for i in ids:
         b = make_batch(shards, [i], 64, "cpu", torch.float32)
@@ -381,7 +384,7 @@ def test_validation_matches_a_per_sequence_forward_whatever_the_backbone(target,
         counted += len(q)
     assert got["counted"] == counted and got["sequences"] == 4
     assert got["top1_step1"] == pytest.approx(top1 / counted) and got["top3_step1"] == pytest.approx(top3 / counted)
-    hass = train_mod.validate(drafter, shards, ids, TrainConfig(backbone="hass", batch_tokens=40))
+    hass = validation_mod.validate(drafter, shards, ids, TrainConfig(backbone="hass", batch_tokens=40))
     assert all(hass[k] == pytest.approx(got[k]) for k in AGREEMENTS)  # 3 HASS steps for either backbone
     assert hass["loss"] > got["loss"]  # but the loss is the backbone's: HASS sums 3 steps and the top-K term
     assert drafter.training  # back in train mode
@@ -415,7 +418,7 @@ def test_the_best_epoch_by_validation_becomes_the_drafter(target, features, tmp_
         captured.append({k: v.clone() for k, v in drafter.state_dict().items()})
         return {"loss": 1.0, "top1_step1": 0.5, select_by: scores[len(captured) - 1]}
 
-    monkeypatch.setattr(train_mod, "validate", scripted)
+    monkeypatch.setattr(validation_mod, "validate", scripted)
     config = TrainConfig(**{**FAST, "epochs": 4, "select_by": select_by})
     train_drafter(target, features, str(tmp_path), config, progress=False)
     assert len(captured) == 4

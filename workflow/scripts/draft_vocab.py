@@ -2,8 +2,8 @@
 
 import argparse
 
-from taps.features import write_vocab
 from taps.intermediates import read_json
+from taps.vocab import write_vocab
 
 
 def main() -> None:

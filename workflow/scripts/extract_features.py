@@ -5,7 +5,8 @@ import json
 
 import torch
 
-from taps.features import extract_features, load_vocab
+from taps.features import extract_features
+from taps.vocab import load_vocab
 from common import add_target_args, open_target
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

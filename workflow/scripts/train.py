@@ -12,8 +12,11 @@ import torch
 import torch.distributed as dist
 
 from common import add_target_args, open_target
-from taps.features import FeatureMixture, OnlineFeatures, load_vocab
-from taps.train import TrainConfig, train_drafter
+from taps.online import OnlineFeatures
+from taps.shards import FeatureMixture
+from taps.train import train_drafter
+from taps.train_config import TrainConfig
+from taps.vocab import load_vocab
 
 
 def train_config(settings: dict, warm_start: str) -> TrainConfig:
