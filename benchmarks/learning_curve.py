@@ -29,29 +29,31 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from taps.answers import AnswerConfig, prepare_source, select
+from taps.answers import AnswerConfig, development_prompts, prepare_source
+from taps.batching import plan_batches
 from taps.data import SOURCE_PRESETS, load_source
 from taps.draft import EagleProposer
-from taps.features import FeatureShards, extract_features, write_vocab
+from taps.features import extract_features
 from taps.generate import vanilla_generate
 from taps.metrics import bootstrap_ci
 from taps.prompts import choose_exemplars, first_exchange, plain_format
 from taps.replay import replay_generate
+from taps.shards import FeatureShards
 from taps.target import load_target
-from taps.train import TrainConfig, build_drafter, plan_batches, train_drafter
+from taps.train import build_drafter, train_drafter
+from taps.train_config import TrainConfig
 from taps.tree import TreeConfig
+from taps.vocab import write_vocab
 
 FEWSHOT = {"gsm8k_train": 3, "sharegpt": 2}  # as config/config.yaml
 
 
-def dev_prompts(target, name, conversations, fmt, count, max_new_tokens, seed, exclude):
-    """(prompt ids, greedy reference) of the last `count` conversations of the source's seeded order."""
-    tail = select(name, conversations, None, seed, exclude)[-count:]
+def dev_prompts(target, name, conversations, fmt, count, max_new_tokens, seed, exclude, trained):
+    """(prompt ids, greedy reference) of the source's development prompts (`taps.answers.development_prompts`)."""
     stop = fmt.stop_strings(target.tokenizer)
     out = []
-    for conversation in tail:
-        text, _, _ = fmt.render(target.tokenizer, [("user", first_exchange(conversation)[0])], True)
-        ids = torch.tensor(target.tokenizer(text, add_special_tokens=False).input_ids)
+    for ids in development_prompts(name, conversations, target.tokenizer, fmt, count, seed, trained, exclude):
+        ids = torch.tensor(ids)
         out.append((ids, vanilla_generate(target, ids, max_new_tokens, stop=stop).tokens))
     return out, stop
 
@@ -127,7 +129,7 @@ def main() -> None:
         exclude = choose_exemplars(conversations, FEWSHOT.get(name, 0), args.seed, name)
         fmt = plain_format(target.tokenizer, [first_exchange(conversations[i]) for i in exclude])
         dev, stop = dev_prompts(target, name, conversations, fmt, args.dev_prompts, args.max_new_tokens, args.seed,
-                                 exclude)
+                                exclude, args.conversations)
         for responses in args.responses:
             path = given.get(f"{name}:{responses}") or os.path.join(args.workdir, f"{name}-{responses}.parquet")
             prepared[name, responses] = (source_data(target, name, conversations, responses, fmt, exclude, args,

@@ -5,8 +5,13 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from taps.tune import accepted_by_rank, choose_tree, expected_tokens, interpolate
+from taps.draft import EagleProposer
+from taps.generate import vanilla_generate
+from taps.replay import replay_generate
+from taps.tree import TreeConfig
+from taps.tune import TuneConfig, accepted_by_rank, choose_tree, expected_tokens, interpolate, measure_costs, tune_tree
 
 
 def _nodes(cycles):
@@ -65,3 +70,31 @@ def test_cost_curve_interpolates_between_measurements_and_is_flat_outside():
     assert curve(1) == 0.1 and curve(60) == 0.3 and curve(119) == 0.3 and curve(30.5) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="no depth or no size"):
         choose_tree({}, lambda d: 0.0, curve, [8])
+
+
+def test_measured_costs_cover_every_point_and_leave_the_proposer_as_it_was(target, drafter):
+    proposer = EagleProposer(drafter, TreeConfig(20, 3, 4))
+    prompt = torch.arange(1, 12)
+    costs = measure_costs(target, proposer, prompt, sizes=[1, 4, 10], depths=[1, 3], repeats=2)
+    assert sorted(costs["draft"]) == [1, 3] and sorted(costs["verify"]) == [1, 4, 10]
+    assert all(s > 0 for part in costs.values() for s in part.values())
+    assert proposer.tree == TreeConfig(20, 3, 4) and proposer.length == len(prompt)  # the prompt stays committed
+
+
+def test_tuning_reads_the_big_trees_acceptance_and_chooses_within_the_grid(target, drafter):
+    """At the big tree (every candidate kept), the acceptance vector gives back the replay's tokens per pass."""
+    config = TuneConfig(dev_prompts=3, max_new_tokens=20, sizes=(1, 3, 6, 12), depths=(1, 2), top_k=3, repeats=1)
+    prompts = [torch.tensor([5 + i, 9, 17 + i, 3]) for i in range(3)]
+    tuned = tune_tree(target, drafter, prompts, config)
+    assert tuned["tree"]["total_tokens"] in config.sizes and tuned["tree"]["depth"] in config.depths
+    best = tuned["predicted"]
+    assert best["tokens_per_pass"] == pytest.approx(expected_tokens(
+        np.array(tuned["acceptance"][best["depth"]]), best["total_tokens"]))
+    every = 1 + 3 + 2 * 9
+    big = EagleProposer(drafter, TreeConfig(every, 2, 3))
+    passes = []
+    for ids in prompts:
+        reference = vanilla_generate(target, ids, 20).tokens
+        passes += [1 + c["accepted"] for c in replay_generate(target, big, ids, reference, 20).cycles]
+    assert expected_tokens(np.array(tuned["acceptance"][2]), every) == pytest.approx(np.mean(passes))
+    assert np.mean(passes) > 1.5  # the echo drafter agrees often: the vectors are not all zero

@@ -1,7 +1,6 @@
 """The Snakemake workflow: lint-clean, strict config validation, and the smoke DAG end to end."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,11 +38,8 @@ def test_a_mistyped_config_key_is_refused_and_named(tmp_path):
     assert "draft_vocab_sise" in run.stdout + run.stderr
 
 
-def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_the_report(tmp_path):
-    results = tmp_path / "results"
-    run = _snakemake("--cores", "2", "--configfile", "config/smoke.yaml",
-                     "--config", f"results={results}", f"data_dir={DATA}")
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_the_report(smoke_results, tmp_path):
+    results, _ = smoke_results  # adds report.html and released/ (tests/test_slurm.py leaves them out)
     for backbone in ("eagle2", "hass"):
         for name in ("math", "chat", "mixed", "avg-math+chat"):
             drafter = results / "drafters" / "tiny" / backbone / name / "drafter"
@@ -86,6 +82,16 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
     greedy = table[table.temperature == 0]
     assert (greedy.timed_turns >= 1).all() and (greedy.replay_turns == greedy.timed_turns).all()
     assert (table[table.temperature == 1].timed_turns == sampled["prompts"]).all()
+    # rule tune_tree chose math's tree from development prompts; math@tuned was evaluated and timed with it
+    for backbone in ("eagle2", "hass"):
+        tuned = json.loads((results / "tune" / "tiny" / backbone / "math.json").read_text())
+        smoke_tune = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["tune"]
+        assert tuned["tree"]["total_tokens"] in smoke_tune["sizes"] and tuned["tree"]["depth"] in smoke_tune["depths"]
+        assert tuned["prompts"] == smoke_tune["dev_prompts"] and tuned["predicted"]["tokens_per_s"] > 0
+        used = json.loads((results / "eval" / "tiny" / backbone / "math@tuned" / "gsm8k" / "T0" / "config.json").read_text())
+        assert used["tree"] == tuned["tree"] and used["predicted"] == tuned["predicted"]
+    speed = pd.read_csv(results / "tables" / "speed.csv")
+    assert speed[speed.composition == "math@tuned"]["predicted tokens/s"].notna().all()
     # every table, figure and the findings; the report with them
     for name in ("headline", "main", "compositions", "routing", "speed", "temperature", "replay", "interpolation"):
         for ext in ("md", "tex", "csv"):
@@ -104,7 +110,6 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
     again = _snakemake("-n", "--configfile", "config/smoke.yaml", "--config", f"results={results}", f"data_dir={DATA}")
     assert "Nothing to be done" in again.stdout + again.stderr  # nothing changed: no job runs again
     _exports_import_back_as_released_drafters(results, tmp_path)
-    shutil.rmtree(results)
 
 
 def _exports_import_back_as_released_drafters(results, tmp_path):

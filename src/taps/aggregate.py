@@ -6,7 +6,8 @@ everything averaged is computed here, once, through `taps.metrics`:
 
 - `evaluation_rows`: one row per evaluation (target, backbone, composition, benchmark,
   temperature): tau with its 95% bootstrap CI over prompts, acceptance per depth, nodes per
-  pass, tokens/s and speedup from the timed turns, the engine - replay difference, routing shares,
+  pass, the tree (total_tokens/depth/top_k) and, for a tuned one, rule tune_tree's predicted
+  tokens/s, tokens/s and speedup from the timed turns, the engine - replay difference, routing shares,
   and at T=0 the timed turns whose output differed from vanilla's (`mismatched_turns`) and the
   replayed turns whose reference is not the target's one-pass argmax somewhere
   (`reference_mismatched_turns`, NaN without replay): 0 unless `EvalConfig.on_mismatch` is "record";
@@ -21,13 +22,13 @@ everything averaged is computed here, once, through `taps.metrics`:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from taps.intermediates import MissingIntermediate, fix, read_json, read_parquet
 from taps.metrics import bootstrap_ci, paired_ratio_bootstrap
 
 KEYS = ["target", "backbone", "composition", "benchmark", "temperature"]
@@ -44,6 +45,8 @@ class Evaluation:
     candidates: pd.DataFrame
     spec: dict  # {name, composition, drafters, options}
     depth: int  # the tree's draft levels (TreeConfig.depth + 1)
+    tree: dict | None = None  # TreeConfig fields, as config.json holds them
+    predicted: dict | None = None  # rule tune_tree's prediction for a composition with `tree: tuned`
 
     @property
     def key(self) -> dict:
@@ -61,17 +64,17 @@ class Evaluation:
 
 def read_evaluation(directory: str) -> Evaluation:
     """The raw rows and settings of one evaluation; one clear error for a directory that is not one."""
-    missing = [f for f in ("config.json", "turns.parquet") if not os.path.exists(os.path.join(directory, f))]
+    missing = [p for p in (os.path.join(directory, f) for f in ("config.json", "turns.parquet")) if not os.path.exists(p)]
     if missing:
-        raise FileNotFoundError(f"{directory} is not an evaluation directory (no {', '.join(missing)}); build it with "
-                                "the workflow's evaluate rules")
-    with open(os.path.join(directory, "config.json")) as f:
-        config = json.load(f)
-    frames = {name: pd.read_parquet(os.path.join(directory, f"{name}.parquet"))
+        raise MissingIntermediate(f"{directory} is not an evaluation directory (no {', '.join(missing)}); "
+                                  + fix("evaluation output", directory))
+    config = read_json(os.path.join(directory, "config.json"), "evaluation output", directory)
+    frames = {name: read_parquet(os.path.join(directory, f"{name}.parquet"), "evaluation output", directory)
               if os.path.exists(os.path.join(directory, f"{name}.parquet")) else pd.DataFrame() for name in TABLES}
     if frames["turns"].empty:
         raise ValueError(f"{directory}: the evaluation has no turns")
-    return Evaluation(**frames, spec=config["composition"], depth=config["tree"]["depth"] + 1)
+    return Evaluation(**frames, spec=config["composition"], depth=config["tree"]["depth"] + 1, tree=config["tree"],
+                      predicted=config.get("predicted"))
 
 
 def _ratio_diff_ci(a_num, a_den, b_num, b_den, seed: int) -> tuple[float, float, float]:
@@ -102,6 +105,9 @@ def evaluation_row(ev: Evaluation, seed: int = 0) -> dict:
            **acceptance_by_depth(cycles.accepted, ev.depth), "nodes_per_pass": cycles.nodes.mean(),
            # drafter passes (tree levels, commits, catch-ups; every drafter's) per target pass
            "drafter_steps_per_pass": turns.drafter_steps.sum() / turns.passes.sum() if "drafter_steps" in turns else nan,
+           "tree": "{total_tokens}/{depth}/{top_k}".format(**ev.tree) if ev.tree else None,
+           # rule tune_tree's tokens/s for this drafter's tuned tree, predicted from development prompts
+           "predicted_tokens_per_s": ev.predicted["tokens_per_s"] if ev.predicted else nan,
            "timed_turns": len(timed), "tokens_per_s": speed, "vanilla_tokens_per_s": vanilla,
            "speedup": speed / vanilla if len(timed) else nan,
            # greedy output equal to vanilla's on every timed turn; None at T > 0, where samples differ by design

@@ -80,6 +80,23 @@ def select(name: str, conversations: Sequence[Conversation], count: int | None, 
     return [conversations[i] for i in order[:count]]
 
 
+def development_prompts(name: str, conversations: Sequence[Conversation], tokenizer, fmt: PromptFormat, count: int,
+                        seed: int, trained: int, exclude: Sequence[int] = ()) -> list[list[int]]:
+    """Prompt ids (system turn and first question, few-shot rendered) of the last `count` conversations of the
+    source's seeded order: mixtures train on the first `trained` at most, so none of these, and they are never
+    benchmark prompts. Tuning (rule tune_tree) and the learning curve score drafters on them."""
+    order = select(name, conversations, None, seed, exclude)
+    if count < 1 or count + trained > len(order):
+        raise ValueError(f"source {name!r}: {count} development prompts after the {trained} trained on need "
+                         f"{count + trained} conversations, and it has {len(order)} (exemplars left out)")
+    prompts = []
+    for conversation in order[-count:]:
+        turns = [t for t in conversation if t[0] == "system"][:1] + [next(t for t in conversation if t[0] == "user")]
+        text, spans, context_chars = fmt.render(tokenizer, turns, True)
+        prompts.append(encode_text(tokenizer, text, spans, context_chars, 10**9)[0])
+    return prompts
+
+
 def first_turns(conversation: Conversation, config: AnswerConfig) -> Conversation:
     """The conversation, or its system turn and first exchange with turns="first"."""
     if config.turns == "all":

@@ -197,7 +197,8 @@ def _count(value) -> str:
 def speed_table(P: pd.DataFrame, E: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Wall-clock speed per (target, backbone, temperature, composition) over its timed prompts (`P`,
     `taps.aggregate.prompt_rows`; vanilla ran on the same turns, right before the engines): prefill ms per
-    timed turn (engine, vanilla), decode tokens/s (prefill excluded) of both, and the speedup, the mean over
+    timed turn (engine, vanilla), the tree (total_tokens/depth/top_k), decode tokens/s (prefill excluded) of
+    both and, for a tuned tree, the tokens/s rule tune_tree predicted; the speedup, the mean over
     benchmarks of engine / vanilla decode tokens/s with its 95% bootstrap CI (prompts resampled within each
     benchmark); whether greedy outputs were identical to the target's and on how many turns they were not
     (blank at T > 0). The per-benchmark figures are in `evaluations.parquet`."""
@@ -217,13 +218,18 @@ def speed_table(P: pd.DataFrame, E: pd.DataFrame, seed: int = 0) -> pd.DataFrame
             seed=seed)
         e = E[(E[ROW_KEYS] == pd.Series(dict(zip(ROW_KEYS, key)))).all(axis=1) & (E["timed_turns"] > 0)]
         turns = e["timed_turns"].sum()
-        rows.append({**_labels(key), "benchmarks": str(len(benches)), "timed prompts": str(len(group)),
+        predicted = e["predicted_tokens_per_s"].dropna() if "predicted_tokens_per_s" in e else e.iloc[:0, 0]
+        trees = e["tree"].dropna().unique() if "tree" in e else []
+        rows.append({**_labels(key), "tree": "|".join(trees), "benchmarks": str(len(benches)),
+                     "timed prompts": str(len(group)),
                      "timed turns": str(int(turns)),
                      "prefill ms": f"{(e.prefill_ms * e.timed_turns).sum() / turns:.0f}",
                      "vanilla prefill ms": f"{(e.vanilla_prefill_ms * e.timed_turns).sum() / turns:.0f}",
                      "tokens/s": f"{group.timed_tokens.sum() / group.seconds.sum():.1f}",
                      "vanilla tokens/s": f"{group.vanilla_new_tokens.sum() / group.vanilla_seconds.sum():.1f}",
                      "speedup": fmt_ci(*speedup) + "x",
+                     # rule tune_tree's prediction for a tuned tree (development prompts of the drafter's source)
+                     "predicted tokens/s": f"{predicted.iloc[0]:.1f}" if len(predicted) else "",
                      "identical": _flag(bool(e.identical.all()) if key[2] == 0 else None),
                      "mismatched turns": _count(e.mismatched_turns.sum(min_count=1))})
     return pd.DataFrame(rows)

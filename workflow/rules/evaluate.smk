@@ -52,6 +52,7 @@ for (_kind, _temperature), _released in itertools.product(_KINDS.items(), (False
         input:
             target=target_json("{target}"),
             drafters=lambda w, c=_compositions: list(eval_drafters(w.target, w.backbone, c).values()),
+            tuned=lambda w, c=_compositions: list(tuned_inputs(w.target, w.backbone, c).values()),
             references=lambda w: reference_input(w.target, w.benchmark, w.temperature),
             fewshot=lambda w: benchmark_fewshot(w.target, w.benchmark),
         output:
@@ -65,6 +66,7 @@ for (_kind, _temperature), _released in itertools.product(_KINDS.items(), (False
         params:
             compositions=lambda w, c=_compositions: json_arg({n: config["evaluate"]["compositions"][n] for n in c}),
             drafters=lambda w, c=_compositions: " ".join(f"{n}={d}" for n, d in eval_drafters(w.target, w.backbone, c).items()),
+            tuned=lambda w, c=_compositions: " ".join(f"{n}={j}" for n, j in tuned_inputs(w.target, w.backbone, c).items()),
             benchmark=lambda w: json_arg(config["evaluate"]["benchmarks"][w.benchmark]),
             settings=lambda w: json_arg(eval_settings(w.temperature, w.benchmark, w.backbone)),
             data_dir=config["data_dir"],
@@ -77,8 +79,72 @@ for (_kind, _temperature), _released in itertools.product(_KINDS.items(), (False
             ENV
         shell:
             "python workflow/scripts/evaluate.py --target {input.target} --drafters {params.drafters} "
-            "--compositions {params.compositions} --benchmark-name {wildcards.benchmark} --benchmark {params.benchmark} "
+            "--compositions {params.compositions} --tuned {params.tuned} --benchmark-name {wildcards.benchmark} --benchmark {params.benchmark} "
             "--temperature {wildcards.temperature} --settings {params.settings} --data-dir {params.data_dir} "
             "--references '{input.references}' --fewshot '{input.fewshot}' "
             "--seed {params.seed} {params.dev} --label {wildcards.target} {wildcards.backbone} "
             "--outs {output} > {log} 2>&1"
+
+
+# Trees sized for the machine (taps.tune): for each drafter a composition evaluates with `tree: tuned`, the
+# (total_tokens, depth) of the most predicted tokens/s, from development prompts of the source it trained on
+# (the last conversations of the source's seeded order: never trained on, never benchmark prompts) and pass
+# costs measured at the evaluation's thread count.
+def tune_json(target, backbone, drafter):
+    return f"{RESULTS}/tune/{target}/{backbone}/{drafter}.json"
+
+
+def tune_source(drafter):
+    """The one source a tuned drafter trained on: its development prompts are that source's."""
+    mix = config["datasets"].get(drafter, {})
+    if len(mix) != 1:
+        raise ValueError(f"tree: tuned needs a drafter trained on one source, and {drafter!r} is "
+                         f"{'not a trained dataset' if not mix else 'a mixture of ' + ', '.join(mix)}")
+    return next(iter(mix))
+
+
+def tune_settings():
+    """taps.tune.TuneConfig fields: the tune section, with the evaluation's turn length and top_k."""
+    ev = config["evaluate"]
+    return {**config.get("tune", {}), "max_new_tokens": ev.get("max_new_tokens", 128),
+            "top_k": ev.get("tree", {}).get("top_k", 10)}
+
+
+def tuned_inputs(target, backbone, compositions):
+    """name=tuned JSON of each composition evaluated with `tree: tuned` (its one drafter's)."""
+    specs = {c: s for c in compositions if (s := config["evaluate"]["compositions"][c]).get("tree") == "tuned"}
+    for c, s in specs.items():
+        if s["composition"] != "single":
+            raise ValueError(f"composition {c!r}: tree: tuned is for single drafters, not {s['composition']!r}")
+    return {c: tune_json(target, backbone, s["drafters"][0]) for c, s in specs.items()}
+
+
+rule tune_tree:
+    input:
+        target=target_json("{target}"),
+        drafter=lambda w: drafter_dir(w.target, w.backbone, w.drafter),
+        fewshot=lambda w: fewshot_json(w.target, tune_source(w.drafter)),
+    output:
+        tune_json("{target}", "{backbone}", "{drafter}"),
+    log:
+        f"{RESULTS}/logs/tune_tree/{{target}}/{{backbone}}/{{drafter}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tune_tree/{{target}}/{{backbone}}/{{drafter}}.tsv"
+    params:
+        source=lambda w: tune_source(w.drafter),
+        reading=lambda w: json_arg(source_reading(tune_source(w.drafter))),
+        trained=lambda w: source_count(tune_source(w.drafter)),
+        settings=lambda w: json_arg(tune_settings()),
+        data_dir=config["data_dir"],
+        seed=config["seed"],
+        dev=device_args(eval_threads()),
+    threads: eval_threads()
+    resources:
+        **job_resources("tune_tree", mem_mb=8000, runtime=60, gpu=True),
+    conda:
+        ENV
+    shell:
+        "python workflow/scripts/tune_tree.py --target {input.target} --drafter {input.drafter} "
+        "--source-name {params.source} --source {params.reading} --trained {params.trained} "
+        "--fewshot {input.fewshot} --settings {params.settings} --data-dir {params.data_dir} "
+        "--seed {params.seed} {params.dev} --out {output} > {log} 2>&1"

@@ -12,6 +12,7 @@ from common import add_benchmark_args, add_target_args, benchmark_prompts, open_
 from taps.compose import compose, proposers_for
 from taps.drafter import Drafter
 from taps.evaluate import EvalConfig, evaluate_many, read_references
+from taps.intermediates import read_json
 from taps.tree import TreeConfig
 
 TABLES = ("cycles", "nodes", "turns", "candidates")
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--drafters", nargs="+", required=True, metavar="NAME=DIR", help="every drafter combined")
     parser.add_argument("--compositions", required=True, type=json.loads,
                         help="{name: {composition, drafters, options}}, in output order")
+    parser.add_argument("--tuned", nargs="*", default=[], metavar="NAME=JSON",
+                        help="the tree rule tune_tree chose, for each composition with `tree: tuned`")
     parser.add_argument("--temperature", type=float, required=True)
     parser.add_argument("--references", default="", help="greedy references (rule reference) to replay T=0 against")
     parser.add_argument("--label", nargs=2, required=True, metavar=("TARGET", "BACKBONE"))
@@ -43,8 +46,10 @@ def main() -> None:
     if len(args.outs) != len(args.compositions):
         parser.error(f"--outs names {len(args.outs)} directories for {len(args.compositions)} compositions")
     target = open_target(args, fp32_logits=args.settings.get("fp32_logits", False))
-    # each composition's tree: evaluate.tree, overridden by the composition's own `tree`
-    trees = {name: TreeConfig(**{**args.settings.get("tree", {}), **spec.get("tree", {})})
+    # each composition's tree: evaluate.tree, overridden by the composition's own `tree`, or the tuned one
+    tuned = {name: read_json(path, "tuned tree") for name, path in (t.split("=", 1) for t in args.tuned)}
+    trees = {name: TreeConfig(**(tuned[name]["tree"] if spec.get("tree") == "tuned" else
+                                 {**args.settings.get("tree", {}), **spec.get("tree", {})}))
              for name, spec in args.compositions.items()}
     drafters = {name: Drafter.load(path, target) for name, path in (d.split("=", 1) for d in args.drafters)}
     proposers = {name: compose(spec["composition"], proposers_for([drafters[d] for d in spec["drafters"]], trees[name]),
@@ -61,6 +66,7 @@ def main() -> None:
         label = {"target": args.label[0], "backbone": args.label[1], "composition": name,
                  "temperature": args.temperature}
         write_rows(rows[name], label, {**vars(args), "composition": {"name": name, **spec}, "tree": vars(trees[name]),
+                                       "predicted": tuned[name]["predicted"] if name in tuned else None,
                                        "eval": vars(config)}, out)
 
 
