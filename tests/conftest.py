@@ -58,3 +58,21 @@ def target() -> TargetModel:
 @pytest.fixture(scope="session")
 def drafter(target) -> Drafter:
     return echo_drafter(target)
+
+
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory):
+    """The smoke DAG run once locally (`snakemake --cores 2`), shared by the tests that read it: the
+    workflow test checks its outputs, the SLURM test compares a cluster run with them. Returns the results
+    folder and Snakemake's output. Tests that add to it (the report, imported drafters) name what they add."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    results = tmp_path_factory.mktemp("smoke") / "results"
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/smoke.yaml",
+                          "--config", f"results={results}", f"data_dir={root / 'data'}"],
+                         cwd=root, capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    return results, run.stdout + run.stderr
