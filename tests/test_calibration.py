@@ -3,7 +3,7 @@
 Each simulated benchmark has n prompts of 64 new tokens (MT-Bench: 2 turns, 128), a fifth of them cut
 short by EOS; per-prompt tau is lognormal (mean 1.5-3.5, sd of log 0.3 between prompts), the two
 compositions share the prompt's difficulty (log-tau correlation ~0.9), passes = tokens / tau. The
-statistic is the mean over 1-4 benchmarks of the difference of ratio-of-sums taus, as in taps.findings.
+statistic is the mean over 1-4 benchmarks of the difference of ratio-of-sums taus, as in taps.comparisons.
 With no difference (A and B exchangeable) a verdict must be called at most 5% of the time; with one,
 the 95% CI must cover the true difference (population ratio of sums: tau = 1 / E[1/tau]) >= 94% of the time.
 """

@@ -6,9 +6,12 @@ import pytest
 import yaml
 from scipy import stats
 
-from taps.findings import CLAIMS, Roles, decide, findings, findings_markdown, tau_statistic
+from taps.claims import CLAIMS, Roles
+from taps.comparisons import tau_statistic
+from taps.findings import findings, findings_markdown
 from taps.metrics import (bootstrap_ci, holm, paired_ratio_bootstrap, paired_ratio_test, student_t_quantile,
                           student_t_tail)
+from taps.verdicts import decide
 
 BENCHES = ["mt_bench", "gsm8k", "math500", "svamp"]
 KINDS = {"route-confidence": "route-confidence", "route-entropy": "route-entropy", "merged-paper": "merged-tree",

@@ -11,7 +11,7 @@ everything averaged is computed here, once, through `taps.metrics`:
   and at T=0 the timed turns whose output differed from vanilla's (`mismatched_turns`) and the
   replayed turns whose reference is not the target's one-pass argmax somewhere
   (`reference_mismatched_turns`, NaN without replay): 0 unless `EvalConfig.on_mismatch` is "record";
-- `prompt_rows`: new tokens and passes per prompt, for paired comparisons (`taps.findings`);
+- `prompt_rows`: new tokens and passes per prompt, for paired comparisons (`taps.comparisons`);
 - `depth_rows`: drafted and accepted nodes per prompt, drafter and depth, and the cycles that
   reached and passed each depth (the conditional acceptance rate per speculative step);
 - `node_sample`: a seeded sample of drafted nodes (confidence, entropy, accepted);

@@ -4,7 +4,8 @@ import argparse
 import json
 import os
 
-from taps.findings import Roles, findings, findings_markdown
+from taps.claims import Roles
+from taps.findings import findings, findings_markdown
 from taps.intermediates import read_parquet
 
 
@@ -12,7 +13,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prompts", required=True)
     parser.add_argument("--routing", required=True, help="routed cycles scored by replay (taps.aggregate.routing_rows)")
-    parser.add_argument("--roles", type=json.loads, default={}, help="taps.findings.Roles fields (config findings)")
+    parser.add_argument("--roles", type=json.loads, default={}, help="taps.claims.Roles fields (config findings)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-md", required=True)
     parser.add_argument("--out", required=True, help="claims Parquet")
