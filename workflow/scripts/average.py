@@ -2,13 +2,14 @@
 
 import argparse
 
+from common import add_target_arg
 from taps.average import average_checkpoints
 from taps.target import load_target_spec
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", required=True, help="target.json written by the target rule")
+    add_target_arg(parser)
     parser.add_argument("--members", nargs="+", required=True, help="drafter directories")
     parser.add_argument("--weights", nargs="+", type=float, default=None, help="default: uniform")
     parser.add_argument("--out", required=True)

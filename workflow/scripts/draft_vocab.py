@@ -2,13 +2,14 @@
 
 import argparse
 
+from common import add_target_arg
 from taps.intermediates import read_json
 from taps.vocab import write_vocab
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", required=True, help="target.json written by the target rule")
+    add_target_arg(parser)
     parser.add_argument("--data", nargs="+", required=True, help="Parquet files written by prepare_data")
     parser.add_argument("--size", type=int, default=0, help="N; 0 keeps the full vocabulary")
     parser.add_argument("--out", required=True)

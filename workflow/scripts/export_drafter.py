@@ -3,6 +3,7 @@
 import argparse
 import os
 
+from common import add_target_arg
 from taps.drafter import WEIGHTS, Drafter
 from taps.eagle_format import save_eagle, saved_dtype
 from taps.target import load_target_spec
@@ -10,7 +11,7 @@ from taps.target import load_target_spec
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", required=True, help="target.json written by the target rule")
+    add_target_arg(parser)
     parser.add_argument("--drafter", required=True, help="drafter checkpoint directory")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()

@@ -3,13 +3,14 @@ it was released in."""
 
 import argparse
 
+from common import add_target_arg
 from taps.eagle_format import load_eagle
 from taps.target import load_target_spec
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", required=True, help="target.json written by the target rule")
+    add_target_arg(parser)
     parser.add_argument("--source", required=True, help="checkpoint directory or hub id (owner/name)")
     parser.add_argument("--backbone", required=True, choices=["eagle2", "hass"], help="the recipe that trained it")
     parser.add_argument("--out", required=True)

@@ -11,7 +11,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from common import add_target_args, open_target
+from common import add_settings_arg, add_target_args, open_target
 from taps.online import OnlineFeatures
 from taps.shards import FeatureMixture
 from taps.train import train_drafter
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--vocab", help="draft vocabulary (rule draft_vocab); with --data")
     parser.add_argument("--counts", nargs="*", type=int, default=[],
                         help="conversations taken from each source, in order (default: all of one source)")
-    parser.add_argument("--settings", required=True, type=json.loads, help="TrainConfig fields, as JSON")
+    add_settings_arg(parser, "TrainConfig fields, as JSON")
     parser.add_argument("--warm-start", default="", help="drafter directory to start from ('' for none)")
     parser.add_argument("--workdir", required=True,
                         help="holds state/, best/, metrics.parquet, val_metrics.parquet and the final drafter/")

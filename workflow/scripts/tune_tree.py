@@ -8,9 +8,8 @@ import tempfile
 
 import torch
 
-from common import add_target_args, open_target, prompt_format
+from common import add_settings_arg, add_source_args, add_target_args, open_target, prompt_format, source_conversations
 from taps.answers import development_prompts
-from taps.data import Source, load_source
 from taps.drafter import Drafter
 from taps.evaluate import shared_prefix
 from taps.prompts import FewShotFile
@@ -21,19 +20,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_target_args(parser)
     parser.add_argument("--drafter", required=True, help="the drafter's directory")
-    parser.add_argument("--source-name", required=True, help="the source the drafter trained on")
-    parser.add_argument("--source", required=True, type=json.loads, help="the source's reading keys (taps.data.Source)")
+    add_source_args(parser)  # the source the drafter trained on
     parser.add_argument("--trained", type=int, required=True, help="conversations of the source any mixture takes")
     parser.add_argument("--fewshot", required=True, help="the source's exemplars (rule fewshot)")
-    parser.add_argument("--settings", required=True, type=json.loads, help="taps.tune.TuneConfig fields")
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--seed", type=int, required=True)
+    add_settings_arg(parser, "taps.tune.TuneConfig fields")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     config = TuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.settings.items()})
     target = open_target(args)
     fmt = prompt_format(args, target.tokenizer)
-    conversations = load_source(Source(name=args.source_name, **args.source), args.data_dir)
+    conversations = source_conversations(args)
     prompts = development_prompts(args.source_name, conversations, target.tokenizer, fmt, config.dev_prompts,
                                   args.seed, args.trained, exclude=FewShotFile.read(args.fewshot).indices)
     tuned = tune_tree(target, Drafter.load(args.drafter, target), [torch.tensor(p) for p in prompts], config,
