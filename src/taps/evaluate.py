@@ -44,7 +44,7 @@ replayed, not timed). Acceptance length and its confidence interval are computed
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
@@ -54,6 +54,7 @@ from tqdm import tqdm
 from taps.benchmarks import Prompt, build_turn_prompt
 from taps.generate import Generation, Proposer, SharedPrefix, StopStrings, speculative_generate, vanilla_generate
 from taps.intermediates import read_parquet
+from taps.partial import PartialRun
 from taps.prompts import PromptFormat
 from taps.replay import checked_features, reference_features, replay_generate, sample_features
 from taps.target import TargetModel
@@ -165,7 +166,8 @@ def _same_records(a: Generation, b: Generation) -> bool:
 
 def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: list[Prompt], config: EvalConfig,
                   references: list[dict] | None = None, progress: bool = True,
-                  fmt: PromptFormat = PromptFormat(), timed: list[str] | None = None) -> dict[str, EvalRows]:
+                  fmt: PromptFormat = PromptFormat(), timed: list[str] | None = None,
+                  partial: PartialRun | None = None) -> dict[str, EvalRows]:
     """Decode every turn of every prompt with each proposer (compositions by name); raw rows per name.
 
     Turns of the first `timed_prompts` prompts are timed: the vanilla loop runs once, then the
@@ -180,7 +182,8 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
     `references` are given (at T > 0 too, so that every composition and both temperatures see the
     same contexts), else the vanilla output. `fmt` renders the prompts (few-shot exemplars of a
     base target) and gives the stop strings; the exemplars' cache is computed once and shared by
-    every run (`shared_prefix`, `EvalConfig.prefix_cache`).
+    every run (`shared_prefix`, `EvalConfig.prefix_cache`). With `partial`, every finished turn is
+    saved there, and a turn saved by an earlier, killed run is read back instead of decoded.
     """
     replay, sampled = config.replay, config.replay and config.temperature > 0
     if replay and not sampled and references is None:
@@ -194,25 +197,45 @@ def evaluate_many(target: TargetModel, proposers: dict[str, Proposer], prompts: 
         for turn, text in enumerate(prompt.turns):
             ids = _ids(tokenizer, history, text, fmt)
             key = {"benchmark": prompt.benchmark, "prompt": prompt.id, "turn": turn}
-            ref = _reference(refs, key, ids) if refs else None
-            is_timed, last = index < config.timed_prompts, turn == len(prompt.turns) - 1
-            vanilla = None
-            if sampled or is_timed or (ref is None and (not last or config.temperature == 0)):  # sample, timing, history
-                vanilla = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
-                                           _generator(config.seed, index, turn), stop=stop, prefix=prefix)
-            along = (vanilla.tokens if sampled else ref["tokens"]) if replay else None  # what replay walks along
-            features, disagree = _replay_features(target, ids, along, config, prefix, sampled) if replay else (None, None)
-            answer = ref["tokens"] if ref is not None else vanilla.tokens if vanilla is not None else None
-            for name, proposer in proposers.items():
-                replayed = replay_generate(target, proposer, ids, along, config.max_new_tokens, stop=stop,
-                                           features=features, prefix=prefix, sampled=sampled) if replay else None
-                engine = not replay or (is_timed and (timed is None or name in timed))
-                spec = _engine(target, proposer, ids, config, index, turn, stop, answer, prefix) if engine else None
-                _append(rows[name], key, len(ids), replayed, spec, vanilla if engine and is_timed else None, answer,
-                        disagree, greedy=config.temperature == 0)
-            if not last:
-                history.append((text, fmt.answer(tokenizer, answer)))
+            saved = partial.load(index, turn) if partial is not None else None
+            if saved is None:
+                ref = _reference(refs, key, ids) if refs else None
+                turn_rows, answer = _turn(target, proposers, ids, key, ref, index, turn, turn == len(prompt.turns) - 1,
+                                          config, timed, stop, prefix)
+                saved = {"answer": answer, "rows": {name: asdict(r) for name, r in turn_rows.items()}}
+                if partial is not None:
+                    partial.save(index, turn, saved["answer"], saved["rows"])
+            for name in proposers:
+                for table, records in saved["rows"][name].items():
+                    getattr(rows[name], table).extend(records)
+            if turn < len(prompt.turns) - 1:
+                history.append((text, fmt.answer(tokenizer, saved["answer"])))
     return rows
+
+
+def _turn(target, proposers: dict[str, Proposer], ids: torch.Tensor, key: dict, ref: dict | None, index: int,
+          turn: int, last: bool, config: EvalConfig, timed: list[str] | None, stop, prefix: SharedPrefix | None
+          ) -> tuple[dict[str, EvalRows], list[int] | None]:
+    """One turn decoded by every proposer (`evaluate_many`): its rows per name, and the target's answer a next
+    turn is conditioned on (the reference, else the vanilla run; None for a last turn with neither)."""
+    replay, sampled = config.replay, config.replay and config.temperature > 0
+    is_timed = index < config.timed_prompts
+    vanilla = None
+    if sampled or is_timed or (ref is None and (not last or config.temperature == 0)):  # sample, timing, history
+        vanilla = vanilla_generate(target, ids, config.max_new_tokens, config.temperature,
+                                   _generator(config.seed, index, turn), stop=stop, prefix=prefix)
+    along = (vanilla.tokens if sampled else ref["tokens"]) if replay else None  # what replay walks along
+    features, disagree = _replay_features(target, ids, along, config, prefix, sampled) if replay else (None, None)
+    answer = ref["tokens"] if ref is not None else vanilla.tokens if vanilla is not None else None
+    rows = {name: EvalRows([], [], []) for name in proposers}
+    for name, proposer in proposers.items():
+        replayed = replay_generate(target, proposer, ids, along, config.max_new_tokens, stop=stop,
+                                   features=features, prefix=prefix, sampled=sampled) if replay else None
+        engine = not replay or (is_timed and (timed is None or name in timed))
+        spec = _engine(target, proposer, ids, config, index, turn, stop, answer, prefix) if engine else None
+        _append(rows[name], key, len(ids), replayed, spec, vanilla if engine and is_timed else None, answer,
+                disagree, greedy=config.temperature == 0)
+    return rows, answer
 
 
 def evaluate(target: TargetModel, proposer: Proposer, prompts: list[Prompt], config: EvalConfig,

@@ -13,6 +13,7 @@ from taps.compose import compose, proposers_for
 from taps.drafter import Drafter
 from taps.evaluate import EvalConfig, evaluate_many, read_references
 from taps.intermediates import read_json
+from taps.partial import PartialRun, digest
 from taps.tree import TreeConfig
 
 TABLES = ("cycles", "nodes", "turns", "candidates")
@@ -47,11 +48,13 @@ def main() -> None:
         parser.error(f"--outs names {len(args.outs)} directories for {len(args.compositions)} compositions")
     target = open_target(args, fp32_logits=args.settings.get("fp32_logits", False))
     # each composition's tree: evaluate.tree, overridden by the composition's own `tree`, or the tuned one
-    tuned = {name: read_json(path, "tuned tree") for name, path in (t.split("=", 1) for t in args.tuned)}
+    tuned_paths = dict(t.split("=", 1) for t in args.tuned)
+    tuned = {name: read_json(path, "tuned tree") for name, path in tuned_paths.items()}
     trees = {name: TreeConfig(**(tuned[name]["tree"] if spec.get("tree") == "tuned" else
                                  {**args.settings.get("tree", {}), **spec.get("tree", {})}))
              for name, spec in args.compositions.items()}
-    drafters = {name: Drafter.load(path, target) for name, path in (d.split("=", 1) for d in args.drafters)}
+    drafter_dirs = dict(d.split("=", 1) for d in args.drafters)
+    drafters = {name: Drafter.load(path, target) for name, path in drafter_dirs.items()}
     proposers = {name: compose(spec["composition"], proposers_for([drafters[d] for d in spec["drafters"]], trees[name]),
                                **spec.get("options", {}))
                  for name, spec in args.compositions.items()}
@@ -60,14 +63,22 @@ def main() -> None:
                         args.settings.get("on_mismatch", EvalConfig.on_mismatch),
                         args.settings.get("prefix_cache", EvalConfig.prefix_cache))
     references = read_references(args.references) if args.references else None
+    # finished turns kept beside the first output, so that a killed job resumes (taps.partial); valid for these
+    # settings and these drafters', references' and exemplars' bytes
+    inputs = [p for p in (*drafter_dirs.values(), args.references, args.fewshot, *tuned_paths.values()) if p.strip()]
+    partial = PartialRun(f"{args.outs[0]}.partial", digest(vars(args), inputs))
     rows = evaluate_many(target, proposers, benchmark_prompts(args), config, references=references,
-                         fmt=prompt_format(args, target.tokenizer), timed=args.settings.get("timed_compositions"))
+                         fmt=prompt_format(args, target.tokenizer), timed=args.settings.get("timed_compositions"),
+                         partial=partial)
+    if partial.resumed:
+        print(f"resumed {partial.resumed} finished turns from {partial.directory}")
     for (name, spec), out in zip(args.compositions.items(), args.outs):
         label = {"target": args.label[0], "backbone": args.label[1], "composition": name,
                  "temperature": args.temperature}
         write_rows(rows[name], label, {**vars(args), "composition": {"name": name, **spec}, "tree": vars(trees[name]),
                                        "predicted": tuned[name]["predicted"] if name in tuned else None,
                                        "eval": vars(config)}, out)
+    partial.remove()
 
 
 if __name__ == "__main__":
