@@ -3,6 +3,7 @@ shared few-shot context computed once and not stored, and mixtures read from per
 
 import json
 import os
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from taps.features import extract_features
+from taps.features import extract_features, feature_bytes
 from taps.shards import META, SHARD_NAME, FeatureMixture, FeatureSequence, FeatureShards, ShardWriter, read_meta
 from taps.vocab import VOCAB, choose_vocab, load_vocab, write_vocab
 from taps.generate import chain
@@ -330,3 +331,17 @@ def test_a_mixture_refuses_more_than_was_extracted_and_other_vocabularies(target
         FeatureMixture([(fa, 2)], fingerprint=tiny_target(seed=1).fingerprint())
     with pytest.raises(ValueError, match="at least one"):
         FeatureMixture([])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_disk_estimate_is_the_shards_size_and_a_full_disk_is_refused_first(target, data, tmp_path, monkeypatch,
+                                                                                 dtype):
+    need = feature_bytes(data, target.hidden_size, dtype)
+    out = tmp_path / "feats"
+    _extract(target, data, out, dtype=dtype)
+    shards = sum(p.stat().st_size for p in out.glob("shard-*.safetensors"))
+    assert need <= shards <= 1.1 * need + 4096 * len(list(out.glob("shard-*")))  # + each file's header
+    monkeypatch.setattr("taps.features.shutil.disk_usage", lambda d: shutil._ntuple_diskusage(10**12, 10**12, need - 1))
+    with pytest.raises(OSError, match=r"needs ~.* GB and .* GB free.*feature_dtype"):
+        _extract(target, data, tmp_path / "full", dtype=dtype)
+    assert not (tmp_path / "full").exists() and not list(tmp_path.glob(".full*"))  # nothing half-written

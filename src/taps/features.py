@@ -168,6 +168,28 @@ def _check_settings(target: TargetModel, shard_tokens: int, dtype: torch.dtype, 
         raise ValueError(f"draft_vocab_size must be in [1, {target.vocab_size}] or None, got {draft_vocab_size}")
 
 
+def feature_bytes(data_path: str | Path, hidden: int, dtype: torch.dtype, limit: int | None = None) -> int:
+    """Bytes the shards of a training Parquet will take: per stored token (after its row's few-shot context)
+    the features in `dtype`, an int32 id and an int8 mask."""
+    with reading(data_path, "training data"):
+        table = pq.read_table(data_path, columns=[c for c in ("input_ids", "context")
+                                                  if c in pq.read_schema(data_path).names])
+    rows = table.slice(0, limit) if limit is not None else table
+    lengths = [len(ids) for ids in rows.column("input_ids").to_pylist()]
+    contexts = rows.column("context").to_pylist() if "context" in rows.column_names else [0] * len(lengths)
+    tokens = sum(n - c for n, c in zip(lengths, contexts))
+    return tokens * (hidden * torch.finfo(dtype).bits // 8 + 5)
+
+
+def check_disk(directory: str | Path, need: int) -> None:
+    """Refuse, before any work, to write `need` bytes where the disk has less free; name the knobs that shrink it."""
+    free = shutil.disk_usage(directory).free
+    if need > free:
+        raise OSError(f"feature extraction needs ~{need / 1e9:.2f} GB and {directory} has {free / 1e9:.2f} GB free; "
+                      "free space, or shrink the features: targets.<target>.feature_dtype: bfloat16 (half of "
+                      "float32), fewer conversations in datasets, or targets.<target>.features: online (none on disk)")
+
+
 def extract_features(
     target: TargetModel,
     data_path: str | Path,
@@ -198,6 +220,7 @@ def extract_features(
     out_dir = os.path.abspath(out_dir)
     _check_destination(out_dir)
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    check_disk(os.path.dirname(out_dir), feature_bytes(data_path, target.hidden_size, dtype, limit))
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=os.path.dirname(out_dir))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published directory should read like any other
     try:
