@@ -213,6 +213,35 @@ def reference_input(target, benchmark, temperature):
     return []
 
 
+def tune_json(target, backbone, drafter):
+    return f"{RESULTS}/tune/{target}/{backbone}/{drafter}.json"
+
+
+def tune_source(drafter):
+    """The one source a tuned drafter trained on: its development prompts are that source's."""
+    mix = config["datasets"].get(drafter, {})
+    if len(mix) != 1:
+        raise ValueError(f"tree: tuned needs a drafter trained on one source, and {drafter!r} is "
+                         f"{'not a trained dataset' if not mix else 'a mixture of ' + ', '.join(mix)}")
+    return next(iter(mix))
+
+
+def tune_settings():
+    """taps.tune.TuneConfig fields: the tune section, with the evaluation's turn length and top_k."""
+    ev = config["evaluate"]
+    return {**config.get("tune", {}), "max_new_tokens": ev.get("max_new_tokens", 128),
+            "top_k": ev.get("tree", {}).get("top_k", 10)}
+
+
+def tuned_inputs(target, backbone, compositions):
+    """name=tuned JSON of each composition evaluated with `tree: tuned` (its one drafter's)."""
+    specs = {c: s for c in compositions if (s := config["evaluate"]["compositions"][c]).get("tree") == "tuned"}
+    for c, s in specs.items():
+        if s["composition"] != "single":
+            raise ValueError(f"composition {c!r}: tree: tuned is for single drafters, not {s['composition']!r}")
+    return {c: tune_json(target, backbone, s["drafters"][0]) for c, s in specs.items()}
+
+
 def check_sampled_prompts():
     """T > 0 evaluates the first prompts of T=0's sample (nested seeded samples), so it cannot ask for more."""
     ev = config.get("evaluate", {})
