@@ -29,6 +29,18 @@ def tiny_target(vocab: int = 64, seed: int = 0, residual: float = 0.1, head_scal
     return TargetModel(model.to(dtype), name=f"tiny-llama-{seed}")
 
 
+def tiny_gemma3() -> TargetModel:
+    """A 2-layer Gemma-3 whose first layer attends within a sliding window of 4 tokens."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=1, head_dim=16, vocab_size=64, sliding_window=4,
+                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
+                           initializer_range=0.2, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    torch.manual_seed(0)
+    return TargetModel(Gemma3ForCausalLM(cfg), name="tiny-gemma3")
+
+
 def echo_drafter(target: TargetModel, config: DrafterConfig = DrafterConfig(), d2t=None) -> Drafter:
     drafter = Drafter(target, config, d2t=d2t)
     hidden = target.hidden_size

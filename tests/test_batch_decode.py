@@ -7,23 +7,17 @@ change the tokens. Prompts share a prefix of varied length, or none, or one is a
 
 import pytest
 import torch
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
 from taps.batch_decode import _Batch, common_prefix, decode_batch
 from taps.generate import chain, vanilla_generate
-from taps.target import TargetModel
+from conftest import tiny_gemma3
 
 NEW = 12
 
 
 @pytest.fixture(scope="module")
 def target():
-    cfg = Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=1, head_dim=16, vocab_size=64, sliding_window=4,
-                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
-                           initializer_range=0.2, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    torch.manual_seed(0)
-    return TargetModel(Gemma3ForCausalLM(cfg), name="tiny-gemma3")
+    return tiny_gemma3()
 
 
 def _prompts(shared: int, lengths: list[int], seed: int = 1) -> list[list[int]]:

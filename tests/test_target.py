@@ -7,7 +7,7 @@ from transformers import Gemma3TextConfig, Gemma3ForCausalLM, LlamaForCausalLM
 from taps.generate import chain
 from taps.target import TargetModel, resolve_target
 from taps.tree import leaf_paths
-from conftest import tiny_target
+from conftest import tiny_gemma3, tiny_target
 
 #        0
 #      /   \
@@ -54,12 +54,7 @@ def test_compaction_to_a_non_leftmost_path_equals_recomputing(target):
 
 
 def test_sliding_window_layers_get_their_own_mask():
-    cfg = Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=1, head_dim=16, vocab_size=64, sliding_window=4,
-                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
-                           initializer_range=0.2, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    torch.manual_seed(0)
-    target = TargetModel(Gemma3ForCausalLM(cfg), name="tiny-gemma3")
+    target = tiny_gemma3()
     ids = torch.randint(0, 64, (14,), generator=torch.Generator().manual_seed(1))
     expected = target.model(input_ids=ids[None]).logits[0]
     assert torch.allclose(target.logits(_chain_features(target, ids)), expected, atol=1e-4)
