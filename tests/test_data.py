@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,7 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from taps.data import (
-    METADATA_KEY, Source, build_mixture, encode_conversation, encode_mixture, format_conversation, load_source,
+    METADATA_KEY, SOURCE_PRESETS, Source, build_mixture, encode_conversation, encode_mixture, format_conversation, load_source,
     prepare_dataset, read_json_array_prefix, read_sharegpt, sharegpt_conversation,
 )
 
@@ -296,3 +297,18 @@ def test_prepare_dataset_failure_leaves_no_output(tmp_path, plain_tok):
     with pytest.raises(FileNotFoundError):
         prepare_dataset([Source("a", "jsonl", path="absent.jsonl")], plain_tok, 64, 0, out, data_dir=tmp_path)
     assert not out.exists()
+
+
+def test_math_train_keeps_each_worked_solution_whole_latex_line_breaks_and_boxed_answer_included():
+    """MATH train as shipped (data/math_train.jsonl, source math_train): one user question and the whole
+    solution per problem; a multi-line LaTeX solution and its final \\boxed{} answer come through unchanged."""
+    data = Path(__file__).resolve().parents[1] / "data"
+    records = [json.loads(line) for line in (data / "math_train.jsonl").read_text(encoding="utf-8").splitlines()]
+    conversations = load_source(SOURCE_PRESETS["math_train"], data)
+    assert len(conversations) == len(records) == 7500
+    for record, conversation in zip(records, conversations):
+        assert conversation == [("user", record["problem"]), ("assistant", record["solution"])]
+    first = conversations[0]  # algebra/0: a piecewise function, its final answer boxed
+    assert first[0][1].startswith("Let \\[f(x) = \\left\\{\n\\begin{array}") and first[1][1].endswith("\\boxed{0}$.")
+    multiline = next(c for c in conversations if "\n" in c[1][1] and "\\boxed{" in c[1][1])
+    assert multiline[1][1].rindex("\\boxed{") > multiline[1][1].rindex("\n")  # the final answer ends the solution

@@ -91,6 +91,10 @@ SOURCE_PRESETS = {
     "mathinstruct": Source("mathinstruct", "hub", hub_id="TIGER-Lab/MathInstruct",
                            question_field="instruction", answer_field="output"),
     "gsm8k_train": Source("gsm8k_train", "jsonl", path="gsm8k_train.jsonl"),
+    # MATH train (7,500 problems, disjoint from MATH-500): the whole worked solution is the answer, LaTeX and
+    # line breaks kept; its final answer is the solution's last \boxed{...}
+    "math_train": Source("math_train", "jsonl", path="math_train.jsonl", question_field="problem",
+                         answer_field="solution"),
 }
 
 
