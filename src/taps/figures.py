@@ -48,6 +48,26 @@ def _colors(names) -> dict:
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
+# besides colour, so that every series stays apart in greyscale print: a hatch per bar series, a marker
+# and a line style per line series (the n-th name of a figure gets the n-th of each)
+HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--", "||", "**")
+LINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+LINE_STYLES = ("-", "--", ":", "-.")
+FILLS = ("full", "none", "left", "top", "right", "bottom")  # marker fill styles, for point series
+
+
+def _hatches(names) -> dict:
+    return {name: HATCHES[i % len(HATCHES)] for i, name in enumerate(names)}
+
+
+def _line_styles(names) -> dict:
+    """name -> {color, marker, linestyle}: no two of the first 10 names share a marker, nor 40 all three."""
+    colors = _colors(names)
+    return {name: {"color": colors[name], "marker": LINE_MARKERS[i % len(LINE_MARKERS)],
+                   "linestyle": LINE_STYLES[(i // len(LINE_MARKERS) + i) % len(LINE_STYLES)]}
+            for i, name in enumerate(names)}
+
+
 def _title(key, frame: pd.DataFrame) -> str:
     target, backbone = key
     return f"{target} · {backbone}" if frame.target.nunique() > 1 else backbone
@@ -83,7 +103,7 @@ def tau_figure(E: pd.DataFrame, temperature: float = 0.0) -> Figure:
     if E.empty:
         return _note(f"no evaluations at T={temperature:g}")
     comps = list(dict.fromkeys(E.composition))
-    colors, panels = _colors(comps), list(E.groupby(PANEL, sort=False))
+    colors, hatches, panels = _colors(comps), _hatches(comps), list(E.groupby(PANEL, sort=False))
     fig, axes = _grid(len(panels), 1, width=min(14.0, max(4.5, 0.3 * len(comps) * E.benchmark.nunique())))
     for ax, (key, frame) in zip(axes[:, 0], panels):
         benches = column_order(frame.benchmark)
@@ -93,7 +113,8 @@ def tau_figure(E: pd.DataFrame, temperature: float = 0.0) -> Figure:
             rows = frame[frame.composition == comp].set_index("benchmark").reindex(benches)
             x = np.arange(len(benches)) - 0.4 + width * (i + 0.5)
             ax.bar(x, rows.tau.to_numpy(float), width, yerr=_err(rows, "tau", "tau_low", "tau_high"),
-                   color=colors[comp], label=comp, capsize=2, error_kw={"elinewidth": 0.8})
+                   color=colors[comp], hatch=hatches[comp], edgecolor="white", linewidth=0, label=comp,
+                   capsize=2, error_kw={"elinewidth": 0.8})
         ax.set_xticks(range(len(benches)), [display_name(b) for b in benches])
         ax.set(ylabel="acceptance length τ", title=f"{_title(key, E)}, T={temperature:g}")
     _legend(fig, axes)
@@ -109,10 +130,11 @@ def confidence_entropy_figure(N: pd.DataFrame) -> Figure:
     for ax, col, xlabel in zip(axes[0], ["confidence", "entropy"], ["path confidence", "entropy (nats)"]):
         values = N[col].astype(float)
         bins = np.linspace(0, 1, 26) if col == "confidence" else np.histogram_bin_edges(values.dropna(), 25)
-        for mask, name, color in ((accepted, "accepted", "tab:green"), (~accepted, "rejected", "tab:red")):
+        for mask, name, color, hatch, ls in ((accepted, "accepted", "tab:green", "", "-"),
+                                             (~accepted, "rejected", "tab:red", "//", "--")):
             part = values[mask].dropna()
             ax.hist(part, bins=bins, density=len(part) > 0, histtype="stepfilled", alpha=0.45, color=color,
-                    edgecolor=color, label=f"{name} (n={len(part):,})")
+                    edgecolor=color, hatch=hatch, linestyle=ls, label=f"{name} (n={len(part):,})")
         ax.set(xlabel=xlabel, ylabel="density")
         ax.legend()
     return fig
@@ -167,10 +189,10 @@ def routing_oracle_figure(R: pd.DataFrame) -> Figure:
     for ax, (key, frame) in zip(axes[0], panels):
         benches = column_order(frame.benchmark)
         x = np.arange(len(benches))
-        for i, (signal, color) in enumerate((("confidence", "tab:blue"), ("entropy", "tab:orange"))):
+        for i, (signal, color, hatch) in enumerate((("confidence", "tab:blue", ""), ("entropy", "tab:orange", "//"))):
             rows = frame[frame.signal == signal].set_index("benchmark").reindex(benches)
             ax.bar(x + (i - 0.5) * 0.38, rows.agree.to_numpy(float), 0.38, yerr=_err(rows, "agree", "low", "high"),
-                   color=color, label=f"{signal} routing", capsize=2)
+                   color=color, hatch=hatch, edgecolor="white", linewidth=0, label=f"{signal} routing", capsize=2)
         matched = frame[frame.signal == "matched"].set_index("benchmark").reindex(benches).agree
         if matched.notna().any():
             ax.hlines(matched.to_numpy(float), x - 0.4, x + 0.4, colors="black", linestyles="--",
@@ -195,9 +217,10 @@ def depth_rates(D: pd.DataFrame) -> pd.DataFrame:
 
 
 def depth_figure(D: pd.DataFrame, temperature: float = 0.0) -> Figure:
-    """Acceptance rate by speculative depth, one line per single-drafter composition (named by its
-    drafter), one panel per benchmark, a row per (target, backbone). Compositions with two
-    drafters (routed, merged) are left out: their per-drafter rates are not one decoder's."""
+    """Acceptance rate by speculative depth, one line per single-drafter composition (two compositions of
+    one drafter, e.g. at two tree sizes, are two lines), one panel per benchmark, a row per (target,
+    backbone). Compositions with two drafters (routed, merged) are left out: their per-drafter rates are
+    not one decoder's."""
     rates = depth_rates(D)
     rates = rates[np.isclose(rates.temperature.astype(float), temperature)]
     rates = rates[rates.groupby(PANEL + ["composition"]).drafter_name.transform("nunique") == 1]
@@ -205,14 +228,13 @@ def depth_figure(D: pd.DataFrame, temperature: float = 0.0) -> Figure:
         return _note(f"no single-drafter depth counts at T={temperature:g}")
     order = {c: i for i, c in enumerate(dict.fromkeys(D.composition))}  # D's composition order
     rates = rates.sort_values(["composition", "depth"], key=lambda s: s.map(order) if s.name == "composition" else s)
-    colors, benches = _colors(list(dict.fromkeys(rates.drafter_name))), column_order(rates.benchmark)
+    styles, benches = _line_styles(list(dict.fromkeys(rates.composition))), column_order(rates.benchmark)
     panels = list(rates.groupby(PANEL, sort=False))
     fig, axes = _grid(len(panels), len(benches), width=3.6, height=3.0)
     for row, (key, frame) in zip(axes, panels):
         for ax, bench in zip(row, benches):
-            for _, line in frame[frame.benchmark == bench].groupby("composition", sort=False):
-                name = line.drafter_name.iloc[0]
-                ax.plot(line.depth, line.rate, marker="o", color=colors[name], label=name)
+            for name, line in frame[frame.benchmark == bench].groupby("composition", sort=False):
+                ax.plot(line.depth, line.rate, label=name, **styles[name])
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set(ylim=(0, 1.05), xlabel="speculative depth", ylabel="acceptance rate",
                    title=f"{_title(key, rates)} · {display_name(bench)}")
@@ -230,19 +252,21 @@ def temperature_figure(T: pd.DataFrame) -> Figure:
     cold, hot = T.cold.iloc[0], T.hot.iloc[0]
     comps = list(dict.fromkeys(T.composition))
     colors, panels = _colors(comps), list(T.groupby(PANEL, sort=False))
+    fills = {c: FILLS[i % len(FILLS)] for i, c in enumerate(comps)}  # apart in greyscale too
     fig, axes = _grid(1, len(panels), width=4.8, height=4.4)
     for ax, (key, frame) in zip(axes[0], panels):
         xerr = _err(frame, "tau_cold", "tau_low_cold", "tau_high_cold")
         yerr = _err(frame, "tau_hot", "tau_low_hot", "tau_high_hot")
         for i, p in enumerate(frame.itertuples()):
             ax.errorbar(p.tau_cold, p.tau_hot, xerr=xerr[:, i:i + 1], yerr=yerr[:, i:i + 1], capsize=2,
-                        fmt=MARKERS.get(p.benchmark, "v"), color=colors[p.composition], elinewidth=0.8)
+                        fmt=MARKERS.get(p.benchmark, "v"), color=colors[p.composition], elinewidth=0.8,
+                        fillstyle=fills[p.composition], markersize=7)
         lims = [min(frame.tau_low_cold.min(), frame.tau_low_hot.min()) * 0.95,
                 max(frame.tau_high_cold.max(), frame.tau_high_hot.max()) * 1.05]
         ax.plot(lims, lims, ls="--", color="grey", lw=0.8)
         ax.set(xlabel=f"τ at T={cold:g}", ylabel=f"τ at T={hot:g}",
                title=f"{_title(key, T)}, {_span(frame.prompts)} paired prompts")
-    handles = {c: Line2D([], [], color=colors[c], marker="o", ls="") for c in comps}
+    handles = {c: Line2D([], [], color=colors[c], marker="o", ls="", fillstyle=fills[c], markersize=7) for c in comps}
     handles |= {display_name(b): Line2D([], [], color="black", marker=MARKERS.get(b, "v"), ls="")
                 for b in column_order(T.benchmark)}
     _legend(fig, axes, handles)
