@@ -10,7 +10,10 @@ instead:
   every row's next token lands at the same cache index;
 - gives the model explicit per-row positions and 4-D additive masks (one per attention type, so
   sliding windows count real positions, as `TargetModel.forward` does);
-- drops a row from the batch, cache included, as soon as it stops (EOS, stop string, length).
+- drops a row from the batch, cache included, as soon as it stops (EOS, stop string, length);
+- keeps each layer's keys and values in buffers of the batch's final length once the prompts are
+  in: a step writes in place and attention reads the whole buffer, its unwritten slots masked,
+  where Hugging Face's `DynamicCache` copies the whole cache at every step.
 
 The tokens are those the vanilla loop (`taps.generate.vanilla_generate`) emits for each prompt
 alone, up to float rounding of batched products (tested token for token, Gemma included).
@@ -21,7 +24,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from transformers.cache_utils import DynamicLayer
 
 from taps.generate import StopStrings, chain, cut_new_tokens
 from taps.target import TargetModel
@@ -49,11 +54,33 @@ def _masks(target: TargetModel, allowed: Tensor, query_pos: Tensor, key_pos: Ten
     return {"full_attention": full, "sliding_attention": sliding}
 
 
+class _FullLayer(DynamicLayer):
+    """A cache layer whose keys and values live in buffers of a fixed length: `update` writes the new entries
+    in place and returns the whole buffers (the caller masks the slots not yet written)."""
+
+    def __init__(self, keys: Tensor, values: Tensor, capacity: int):
+        super().__init__()
+        self.length = keys.shape[-2]
+        self.keys, self.values = (torch.cat([t, t.new_zeros(*t.shape[:-2], capacity - self.length, t.shape[-1])], -2)
+                                  for t in (keys, values))
+        self.is_initialized = True
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        q = key_states.shape[-2]
+        self.keys[..., self.length:self.length + q, :] = key_states
+        self.values[..., self.length:self.length + q, :] = value_states
+        self.length += q
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+
 class _Batch:
     """The live rows' cache, key positions and key validity; rows leave when they stop."""
 
-    def __init__(self, target: TargetModel, prompts: Sequence[Sequence[int]]):
-        self.target = target
+    def __init__(self, target: TargetModel, prompts: Sequence[Sequence[int]], room: int = 0):
+        self.target, self.capacity = target, 0
         p = common_prefix(prompts)
         self.cache = target.new_cache()
         if p:
@@ -69,6 +96,9 @@ class _Batch:
         for i, s in enumerate(suffixes):
             ids[i, width - len(s):] = torch.tensor(s)
         self.last = self._run(ids, self.key_pos[:, p:])
+        if room:  # the prompts are in: from here on, buffers with room for `room` more tokens per row
+            self.capacity = p + width + room
+            self.cache.layers = [_FullLayer(layer.keys, layer.values, self.capacity) for layer in self.cache.layers]
 
     def _run(self, ids: Tensor, pos: Tensor) -> Tensor:
         """Append ids [B, Q] at positions pos to every row; the last column's features [B, H]."""
@@ -76,8 +106,11 @@ class _Batch:
         causal = torch.ones(q, k, dtype=torch.bool).tril(k - q)  # [Q, K]
         allowed = causal[None] & self.valid[:, None, :]  # [B, Q, K]
         allowed[:, torch.arange(q), k - q + torch.arange(q)] = True  # a padding query sees itself
+        key_pos = self.key_pos
+        if self.capacity > k:  # full buffers: the slots not yet written are masked
+            allowed, key_pos = F.pad(allowed, (0, self.capacity - k)), F.pad(key_pos, (0, self.capacity - k))
         out = self.target.body(input_ids=ids.to(self.target.device),
-                               attention_mask=_masks(self.target, allowed, pos, self.key_pos),
+                               attention_mask=_masks(self.target, allowed, pos, key_pos),
                                position_ids=pos.to(self.target.device), past_key_values=self.cache, use_cache=True)
         return out.last_hidden_state[:, -1]
 
@@ -109,7 +142,7 @@ def decode_batch(target: TargetModel, prompts: Sequence[Sequence[int]], max_new_
     out: list[list[int]] = [[] for _ in prompts]
     finish = [""] * len(prompts)
     live = list(range(len(prompts)))
-    batch = _Batch(target, prompts)
+    batch = _Batch(target, prompts, room=max_new_tokens)
     features = batch.last
     while True:
         logits = target.logits(features)  # [B, V]
