@@ -3,6 +3,7 @@
 Needs a running cluster with the profile's partition, e.g. the one-node cluster of
 profiles/slurm/local-cluster.sh (`pytest -m slurm`); skipped without one."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -22,9 +23,11 @@ PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # columns that time something: the only content two runs of the smoke DAG may differ in
 TIMINGS = ["seconds", "vanilla_seconds", "prefill_seconds", "vanilla_prefill_seconds", "tokens_per_s",
-           "vanilla_tokens_per_s", "speedup", "prefill_ms", "vanilla_prefill_ms"]
-# files made of timings or run metadata: benchmarks, logs, the speed tables, PDFs (they carry a creation date)
-UNCOMPARED = re.compile(r"^(benchmarks|logs)/|^tables/speed\.|\.pdf$")
+           "vanilla_tokens_per_s", "speedup", "prefill_ms", "vanilla_prefill_ms", "predicted_tokens_per_s"]
+# files made of timings or run metadata: benchmarks, logs, the speed tables, PDFs (they carry a creation date),
+# rule tune_tree's measured costs and prediction
+UNCOMPARED = re.compile(r"^(benchmarks|logs|tune)/|^tables/speed\.|\.pdf$")
+EVAL_CONFIG = re.compile(r"^eval/.*/config\.json$")  # compared without `predicted`: tune_tree's timing-based prediction
 # what tests/test_workflow.py adds to the shared local run (the report, drafters imported back): not the DAG's
 ADDED = re.compile(r"^released/|^report\.html$")
 
@@ -62,6 +65,10 @@ def _same_outputs(local: Path, slurm: Path):
             pd.testing.assert_frame_equal(*frames, check_exact=True, obj=name)
             meta = [pq.read_schema(p).metadata for p in (a, b)]
             assert str(meta[0]) == str(meta[1]).replace(str(slurm), str(local)), name
+        elif EVAL_CONFIG.search(name):
+            first, second = (json.loads(p.read_bytes().replace(bytes(slurm), bytes(local))) for p in (a, b))
+            first.pop("predicted", None), second.pop("predicted", None)
+            assert first == second, name
         else:
             assert a.read_bytes() == b.read_bytes().replace(bytes(slurm), bytes(local)), name
     return compared
