@@ -20,8 +20,8 @@ import time
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from taps.answers import generate_batch, select
-from taps.data import Source, encode_text, load_source
+from taps.answers import first_prompt, generate_batch, select
+from taps.data import Source, load_source
 from taps.generate import StopStrings, cut_new_tokens
 from taps.prompts import FewShotFile, plain_format
 from taps.target import load_target_spec
@@ -72,11 +72,8 @@ def main() -> None:
     fmt = plain_format(tok, fewshot.exemplars)
     stop = fmt.stop_strings(tok)
     conversations = load_source(Source(name=args.source_name, **args.source), args.data_dir)
-    prompts = []
-    for c in select(args.source_name, conversations, args.prompts, 0, fewshot.indices):
-        turns = [t for t in c if t[0] == "system"][:1] + [next(t for t in c if t[0] == "user")]
-        text, spans, context = fmt.render(tok, turns, True)
-        prompts.append(encode_text(tok, text, spans, context, 10**9)[0])
+    prompts = [first_prompt(c, tok, fmt) for c in select(args.source_name, conversations, args.prompts, 0,
+                                                            fewshot.indices)]
     prompts.sort(key=lambda p: -len(p))
     print(f"{len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
           f"batch {args.batch_size}, {args.max_new_tokens} new tokens at most, {args.threads} threads")

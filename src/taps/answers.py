@@ -89,12 +89,14 @@ def development_prompts(name: str, conversations: Sequence[Conversation], tokeni
     if count < 1 or count + trained > len(order):
         raise ValueError(f"source {name!r}: {count} development prompts after the {trained} trained on need "
                          f"{count + trained} conversations, and it has {len(order)} (exemplars left out)")
-    prompts = []
-    for conversation in order[-count:]:
-        turns = [t for t in conversation if t[0] == "system"][:1] + [next(t for t in conversation if t[0] == "user")]
-        text, spans, context_chars = fmt.render(tokenizer, turns, True)
-        prompts.append(encode_text(tokenizer, text, spans, context_chars, 10**9)[0])
-    return prompts
+    return [first_prompt(conversation, tokenizer, fmt) for conversation in order[-count:]]
+
+
+def first_prompt(conversation: Conversation, tokenizer, fmt: PromptFormat) -> list[int]:
+    """The ids the target continues to answer a conversation's first question (its system turn kept)."""
+    turns = [t for t in conversation if t[0] == "system"][:1] + [next(t for t in conversation if t[0] == "user")]
+    text, spans, context_chars = fmt.render(tokenizer, turns, True)
+    return encode_text(tokenizer, text, spans, context_chars, 10**9)[0]
 
 
 def first_turns(conversation: Conversation, config: AnswerConfig) -> Conversation:

@@ -79,7 +79,7 @@ class _FullLayer(DynamicLayer):
 class _Batch:
     """The live rows' cache, key positions and key validity; rows leave when they stop."""
 
-    def __init__(self, target: TargetModel, prompts: Sequence[Sequence[int]], room: int = 0):
+    def __init__(self, target: TargetModel, prompts: Sequence[Sequence[int]], room: int):
         self.target, self.capacity = target, 0
         p = common_prefix(prompts)
         self.cache = target.new_cache()
@@ -96,9 +96,9 @@ class _Batch:
         for i, s in enumerate(suffixes):
             ids[i, width - len(s):] = torch.tensor(s)
         self.last = self._run(ids, self.key_pos[:, p:])
-        if room:  # the prompts are in: from here on, buffers with room for `room` more tokens per row
-            self.capacity = p + width + room
-            self.cache.layers = [_FullLayer(layer.keys, layer.values, self.capacity) for layer in self.cache.layers]
+        # the prompts are in: from here on, buffers with room for `room` more tokens per row
+        self.capacity = p + width + room
+        self.cache.layers = [_FullLayer(layer.keys, layer.values, self.capacity) for layer in self.cache.layers]
 
     def _run(self, ids: Tensor, pos: Tensor) -> Tensor:
         """Append ids [B, Q] at positions pos to every row; the last column's features [B, H]."""
