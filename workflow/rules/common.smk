@@ -369,5 +369,44 @@ def expand_interpolations():
 
 INTERPOLATIONS = expand_interpolations()  # before the checks: they see the averages and compositions it adds
 INTERPOLATED = {n for line in INTERPOLATIONS.values() for a, n in line.items() if 0 < a < 1}  # not in the main table
+
+
+def check_config_names():
+    """Every name the config refers to is defined and every data file it names is there: one error naming the
+    key, before any job runs (benchmarks/config_fuzz.py tries hundreds of broken configs against this and the
+    schema)."""
+    def refuse(key, names, known, what):
+        unknown = sorted(set(names) - set(known), key=str)
+        if unknown:
+            raise ValueError(f"{key} names {', '.join(map(repr, unknown))}, which {'is' if len(unknown) == 1 else 'are'} "
+                             f"not {what} (known: {', '.join(map(str, known)) or 'none'})")
+
+    for name, mix in config["datasets"].items():
+        refuse(f"datasets.{name}", mix, config["sources"], "a source in `sources`")
+    for name, spec in config["sources"].items():
+        path = spec.get("path")
+        if path and spec.get("kind") != "hub" and not (Path(config["data_dir"]) / path).is_file():
+            raise ValueError(f"sources.{name}.path: file not found: {Path(config['data_dir']) / path}. Put the file "
+                             f"there, or set the path (absolute, or relative to data_dir, now {config['data_dir']!r})")
+    ev = config.get("evaluate")
+    if not ev:
+        return
+    compositions, benchmarks = list(ev["compositions"]), list(ev["benchmarks"])
+    for name, spec in ev["benchmarks"].items():
+        path = (spec or {}).get("path")
+        if path and (spec or {}).get("kind") != "hub" and not (Path(config["data_dir"]) / path).is_file():
+            raise ValueError(f"evaluate.benchmarks.{name}.path: file not found: {Path(config['data_dir']) / path}. "
+                             f"Put the file there, or set the path (absolute, or relative to data_dir)")
+    for benchmark, source in ev.get("fewshot", {}).items():
+        refuse(f"evaluate.fewshot.{benchmark}", [source], config["sources"], "a source in `sources`")
+    for kind, known in (("compositions", compositions), ("backbones", config["backbones"]), ("benchmarks", benchmarks)):
+        refuse(f"evaluate.timed_{kind}", ev.get(f"timed_{kind}", []), known, f"one of evaluate's {kind}")
+        refuse(f"evaluate.sampled.{kind}", ev.get("sampled", {}).get(kind, []), known, f"one of evaluate's {kind}")
+    for key, value in config.get("findings", {}).items():
+        names = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+        refuse(f"findings.{key}", names, compositions, "a composition in evaluate.compositions")
+
+
 check_drafter_names()
 check_sampled_prompts()
+check_config_names()
