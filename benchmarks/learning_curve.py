@@ -1,9 +1,10 @@
-"""Learning curve: tau by replay at T=0 against training tokens, dataset text vs target-written answers.
+"""Learning curve: tau by replay at T=0 against training tokens and conversations, dataset text vs
+target-written answers.
 
     python benchmarks/learning_curve.py --workdir results/learning_curve \
         [--data gsm8k_train:target=results/data/gemma-3-270m/target/gsm8k_train.parquet ...] \
-        [--sources gsm8k_train sharegpt] [--responses dataset target] [--conversations 320] \
-        [--epochs 12] [--points 3] [--dev-prompts 8] [--max-new-tokens 96] [--tree 16,4,4]
+        [--sources gsm8k_train sharegpt] [--responses dataset target] [--conversations 160 320 640 1280] \
+        [--epochs 8] [--points 3] [--dev-prompts 8] [--max-new-tokens 96] [--tree 16,4,4]
 
 For every source (math: GSM8K train; chat: ShareGPT) and every answer writer (the dataset's
 text, or the target's own few-shot answers, `taps.answers`), an EAGLE-2 drafter is trained
@@ -11,6 +12,11 @@ on the same conversations, and at `points` steps along the run its weights are s
 replay at T=0 (`taps.replay`) on development prompts: the last `dev-prompts` conversations of
 the source's seeded order, which no drafter trains on (training takes the first ones) and which
 are never test-benchmark prompts. tau comes with its 95% bootstrap CI over prompts.
+
+The conversations axis: with several `--conversations` counts, each count trains its own drafter, at
+the same epochs, on the first that many conversations of the source's seeded order (a prefix, as the
+workflow's mixtures take one), from data written once for the largest count; the development prompts
+follow the largest count, so every point is scored on the same prompts.
 
 A point inside the run is scored with the weights of that step, before the cosine schedule has
 annealed, so it underestimates a run that stops there; the last point is the finished run.
@@ -38,14 +44,14 @@ from taps.generate import vanilla_generate
 from taps.metrics import bootstrap_ci
 from taps.prompts import choose_exemplars, first_exchange, plain_format
 from taps.replay import replay_generate
-from taps.shards import FeatureShards
+from taps.shards import FeatureMixture
 from taps.target import load_target
 from taps.train import build_drafter, train_drafter
 from taps.train_config import TrainConfig
 from taps.tree import TreeConfig
 from taps.vocab import write_vocab
 
-FEWSHOT = {"gsm8k_train": 3, "sharegpt": 2}  # as config/config.yaml
+FEWSHOT = {"gsm8k_train": 3, "math_train": 3, "sharegpt": 2}  # as config/config.yaml
 
 
 def dev_prompts(target, name, conversations, fmt, count, max_new_tokens, seed, exclude, trained):
@@ -74,9 +80,8 @@ def newest_state(run_dir: str) -> str:
     return os.path.join(root, sorted(n for n in os.listdir(root) if n.startswith("step-"))[-1])
 
 
-def curve(target, features_dir, run_dir, config, points, prompts, stop, tree, max_new_tokens):
+def curve(target, shards, run_dir, config, points, prompts, stop, tree, max_new_tokens):
     """Train in `points` legs (resuming); after each, replay that step's weights. Rows of the curve."""
-    shards = FeatureShards(features_dir, target.fingerprint())
     total = len(plan_batches(shards.lengths, config))
     rows = []
     for k in range(1, points + 1):
@@ -95,7 +100,7 @@ def source_data(target, name, conversations, responses, fmt, exclude, args, path
     """The source's training rows written by `responses` (reused when the file exists)."""
     if not os.path.exists(path):
         config = AnswerConfig(responses=responses, max_new_tokens=args.answer_tokens, batch_size=32)
-        prepare_source(name, conversations, args.conversations, args.seed, target.tokenizer, fmt, config, path,
+        prepare_source(name, conversations, max(args.conversations), args.seed, target.tokenizer, fmt, config, path,
                        target=target, exclude=exclude)
     return path
 
@@ -107,15 +112,16 @@ def main() -> None:
     parser.add_argument("--data", nargs="*", default=[], help="SOURCE:RESPONSES=parquet written by the workflow")
     parser.add_argument("--sources", nargs="+", default=["gsm8k_train", "sharegpt"])
     parser.add_argument("--responses", nargs="+", default=["dataset", "target"])
-    parser.add_argument("--conversations", type=int, default=320, help="training conversations per source")
+    parser.add_argument("--conversations", type=int, nargs="+", default=[320],
+                        help="training conversations per source: one drafter per count, on a prefix of the largest")
     parser.add_argument("--answer-tokens", type=int, default=128, help="max_new_tokens of target-written answers")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--points", type=int, default=3, help="scored points along each run")
     parser.add_argument("--dev-prompts", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--tree", default="16,4,4", help="total_tokens,depth,top_k")
     parser.add_argument("--vocab", type=int, default=8192)
-    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--data-dir", default="data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -129,7 +135,7 @@ def main() -> None:
         exclude = choose_exemplars(conversations, FEWSHOT.get(name, 0), args.seed, name)
         fmt = plain_format(target.tokenizer, [first_exchange(conversations[i]) for i in exclude])
         dev, stop = dev_prompts(target, name, conversations, fmt, args.dev_prompts, args.max_new_tokens, args.seed,
-                                exclude, args.conversations)
+                                exclude, max(args.conversations))
         for responses in args.responses:
             path = given.get(f"{name}:{responses}") or os.path.join(args.workdir, f"{name}-{responses}.parquet")
             prepared[name, responses] = (source_data(target, name, conversations, responses, fmt, exclude, args,
@@ -143,9 +149,11 @@ def main() -> None:
         features = os.path.join(args.workdir, f"features-{name}-{responses}")
         if not os.path.exists(features):
             extract_features(target, path, features, dtype=torch.bfloat16, d2t=d2t)
-        run = os.path.join(args.workdir, f"run-{name}-{responses}")
-        for row in curve(target, features, run, config, args.points, dev, stop, tree, args.max_new_tokens):
-            rows.append({"source": name, "responses": responses, **row})
+        for count in sorted(args.conversations):
+            shards = FeatureMixture([(features, count)], target.fingerprint())
+            run = os.path.join(args.workdir, f"run-{name}-{responses}-{count}")
+            for row in curve(target, shards, run, config, args.points, dev, stop, tree, args.max_new_tokens):
+                rows.append({"source": name, "responses": responses, "conversations": count, **row})
     table = pd.DataFrame(rows)
     table.to_csv(os.path.join(args.workdir, "curve.csv"), index=False)
     print(table.to_string(index=False, float_format="%.2f"))

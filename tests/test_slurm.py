@@ -3,17 +3,17 @@
 Needs a running cluster with the profile's partition, e.g. the one-node cluster of
 profiles/slurm/local-cluster.sh (`pytest -m slurm`); skipped without one."""
 
-import json
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
-import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 import yaml
+from dag_outputs import same_outputs
 
 pytestmark = pytest.mark.slurm
 
@@ -21,15 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-# columns that time something: the only content two runs of the smoke DAG may differ in
-TIMINGS = ["seconds", "vanilla_seconds", "prefill_seconds", "vanilla_prefill_seconds", "tokens_per_s",
-           "vanilla_tokens_per_s", "speedup", "prefill_ms", "vanilla_prefill_ms", "predicted_tokens_per_s"]
-# files made of timings or run metadata: benchmarks, logs, the speed tables, PDFs (they carry a creation date),
-# rule tune_tree's measured costs and prediction
-UNCOMPARED = re.compile(r"^(benchmarks|logs|tune)/|^tables/speed\.|\.pdf$")
-EVAL_CONFIG = re.compile(r"^eval/.*/config\.json$")  # compared without `predicted`: tune_tree's timing-based prediction
-# what tests/test_workflow.py adds to the shared local run (the report, drafters imported back): not the DAG's
-ADDED = re.compile(r"^released/|^report\.html$")
 
 
 def _snakemake(*args, timeout=1500):
@@ -51,27 +42,34 @@ def _require_cluster():
         pytest.skip(f"the Slurm cluster does not answer or has no node up in partition {partition!r}")
 
 
-def _same_outputs(local: Path, slurm: Path):
-    """Every output file of `slurm` equals its twin under `local`, paths inside them aside; Parquet files
-    without their timing columns."""
-    files = sorted(f for f in (p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
-                   if not ADDED.search(f))
-    assert files == sorted(p.relative_to(slurm).as_posix() for p in slurm.rglob("*") if p.is_file())
-    compared = [f for f in files if not UNCOMPARED.search(f)]
-    for name in compared:
-        a, b = local / name, slurm / name
-        if name.endswith(".parquet"):
-            frames = [pd.read_parquet(p).drop(columns=TIMINGS, errors="ignore") for p in (a, b)]
-            pd.testing.assert_frame_equal(*frames, check_exact=True, obj=name)
-            meta = [pq.read_schema(p).metadata for p in (a, b)]
-            assert str(meta[0]) == str(meta[1]).replace(str(slurm), str(local)), name
-        elif EVAL_CONFIG.search(name):
-            first, second = (json.loads(p.read_bytes().replace(bytes(slurm), bytes(local))) for p in (a, b))
-            first.pop("predicted", None), second.pop("predicted", None)
-            assert first == second, name
-        else:
-            assert a.read_bytes() == b.read_bytes().replace(bytes(slurm), bytes(local)), name
-    return compared
+def _run_killing_one_train_job(command: list[str]) -> tuple[str, str]:
+    """Run the DAG through Slurm; once EAGLE-2's math drafter's train job has run for 2 s, `scancel
+    --signal=KILL` it. The run must still succeed: Snakemake resubmits the failed job (the profile's
+    `retries`), which resumes from its saved state if it had one. Returns the run's output and the killed id."""
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    killed = None
+    while proc.poll() is None and killed is None:
+        time.sleep(0.2)
+        text = "".join(lines)
+        # a job's block ("rule train:", its jobid and wildcards) comes before its submission line
+        block = re.search(r"rule train:\n(?:(?!\n\n).)*?jobid: (\d+)\n(?:(?!\n\n).)*?backbone=eagle2, dataset=math\n",
+                          text, re.S)
+        match = block and re.search(rf"Job {block.group(1)} has been submitted with SLURM jobid (\d+)", text)
+        if match:
+            state = subprocess.run(["squeue", "-h", "-j", match.group(1), "-o", "%T %M"], capture_output=True,
+                                   text=True).stdout.split()
+            if state and state[0] == "RUNNING" and state[1] not in ("0:00", "0:01"):
+                subprocess.run(["scancel", "--signal=KILL", match.group(1)], check=True)
+                killed = match.group(1)
+    proc.wait(timeout=1500)
+    reader.join()
+    out = "".join(lines)
+    assert killed, "the train job finished before it could be killed:\n" + out[-3000:]
+    assert proc.returncode == 0, out[-4000:]
+    return out, killed
 
 
 def test_the_smoke_dag_through_sbatch_gives_the_local_outputs(request, tmp_path):
@@ -88,21 +86,25 @@ def test_the_smoke_dag_through_sbatch_gives_the_local_outputs(request, tmp_path)
     (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
     slurm, logs = tmp_path / "slurm", tmp_path / "slurm_logs"
     local, local_log = request.getfixturevalue("smoke_results")  # run locally once per test session
-    run = _snakemake("--profile", str(tmp_path / "profile"), "--configfile", "config/smoke.yaml",
-                     "--config", f"results={slurm}", f"data_dir={DATA}",
-                     # keep every job's Slurm log; check a job's status 2 s after it is submitted, not 40
-                     "--slurm-logdir", str(logs), "--slurm-keep-successful-logs",
-                     "--slurm-init-seconds-before-status-checks", "2")
-    out = run.stdout + run.stderr
-    assert run.returncode == 0, out[-4000:]
+    command = [*SNAKEMAKE, "--profile", str(tmp_path / "profile"), "--configfile", "config/smoke.yaml",
+               "--config", f"results={slurm}", f"data_dir={DATA}",
+               # keep every job's Slurm log; check a job's status 2 s after it is submitted, not 40
+               "--slurm-logdir", str(logs), "--slurm-keep-successful-logs",
+               "--slurm-init-seconds-before-status-checks", "2"]
+    out, killed = _run_killing_one_train_job(command)
+    print(f"scancel --signal=KILL {killed}: " + ("resumed from its saved state" if "resumed at step" in
+          (slurm / "logs" / "train" / "tiny" / "eagle2" / "math.log").read_text() else "killed before its first "
+          "saved state: trained afresh"))
 
-    # every job the local run ran, `all` aside, was a Slurm job: submitted, and its log written by Slurm
+    # every job the local run ran, `all` aside, was a Slurm job: submitted, and its log written by Slurm; the
+    # killed one twice (the profile's retries)
     jobs = [rule for rule in re.findall(r"^localrule (\w+):", local_log, re.M) if rule != "all"]
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (.+?)\)", out)
-    assert len(submitted) == len(jobs) and len({jobid for jobid, _ in submitted}) == len(jobs)
+    assert len(submitted) == len(jobs) + 1 and len({jobid for jobid, _ in submitted}) == len(jobs) + 1
+    assert killed in {jobid for jobid, _ in submitted}
     assert {p.name for p in logs.iterdir()} == {f"rule_{rule}" for rule in jobs}
     for jobid, log in submitted:
         assert Path(log).name == f"{jobid}.log" and "--executor slurm-jobstep" in Path(log).read_text(), log
 
-    compared = _same_outputs(local, slurm)
+    compared = same_outputs(local, slurm)
     assert any(f.endswith("drafter.safetensors") for f in compared) and "tables/evaluations.parquet" in compared

@@ -102,6 +102,8 @@ def train_drafter(target: TargetModel, features: str | os.PathLike | Features, o
         print(f"{out_dir!r} held a run with other settings: cleared, training afresh")
     parallel.barrier()  # the others read the state once the main process has cleared it
     done, val_rows = load_state(out_dir, drafter, optimizer, run)
+    if done and parallel.is_main():
+        print(f"resumed at step {done} of {len(plan)} from the state saved in {out_dir!r}")
     metrics_path = os.path.join(out_dir, "metrics.parquet")
     rows = pd.read_parquet(metrics_path).to_dict("records") if done and os.path.exists(metrics_path) else []
     rows = [r for r in rows if r["step"] < done]
