@@ -11,8 +11,8 @@ runs). Every outcome is one of
   schema also takes);
 - `refused`: planning stops with one message that names the mutated key (the schema's, or the
   workflow's own check) and no Python traceback;
-- `traceback`: anything else: an exception whose message shows a traceback or does not name the
-  key. A defect, always.
+- `unnamed`: a refusal whose message does not name the key; `traceback`: any other exception (a
+  KeyError, TypeError...: the user sees a Python traceback). Defects, always.
 
 A mutation that cannot be valid (a negative size, T < 0, an unknown name, a missing file, an unknown
 key) that plans is counted as `unrefused`, also a defect. Prints N, the count of each outcome per
@@ -104,6 +104,7 @@ def mutate(cfg: dict, kind: str, rng: random.Random):
         path, value = rng.choice(flat)
         new = _other_type(value, rng)
     elif kind in ("negative", "zero"):
+        numeric = [(p, v) for p, v in numeric if v != 0]  # a zero made zero would change nothing
         if not numeric:
             return None
         path, value = rng.choice(numeric)
@@ -145,30 +146,37 @@ def mutate(cfg: dict, kind: str, rng: random.Random):
 
 
 def plan(config_path: Path, workdir: Path = ROOT) -> tuple[str, str]:
-    """('plans', '') or ('error', message): Snakemake's dry run of the whole DAG under a config file."""
+    """('plans', '') or (exception type, message): Snakemake's dry run of the whole DAG under a config file."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
 
     sink = io.StringIO()
     try:
         with redirect_stdout(sink), redirect_stderr(sink), \
-                SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+                SnakemakeApi(OutputSettings(dryrun=True, enable_file_logging=False, quiet={Quietness.ALL})) as api:
             workflow = api.workflow(resource_settings=ResourceSettings(cores=2),
                                     config_settings=ConfigSettings(configfiles=[config_path]),
                                     snakefile=workdir / "Snakefile", workdir=workdir)
             workflow.dag(DAGSettings()).execute_workflow(executor="dryrun")
     except BaseException as e:  # noqa: BLE001 - every way planning can end is an outcome here
-        return "error", f"{type(e).__name__}: {e}"
+        return type(e).__name__, f"{type(e).__name__}: {e}"
     return "plans", ""
 
 
+# how a refusal ends planning: the schema's (WorkflowError "Error validating config file") or the workflow's own
+# checks (ValueError); anything else (KeyError, TypeError, InputFunctionException...) reaches the user as a traceback
+REFUSALS = ("WorkflowError", "ValueError")
+DEFECTS = ("unnamed", "traceback", "unrefused")
+
+
 def classify(kind: str, path, outcome: str, message: str) -> str:
-    """plans | refused | traceback | unrefused (a mutation that cannot be valid, planned)."""
+    """plans | refused | unnamed (a refusal that does not name the key) | traceback | unrefused (a mutation that
+    cannot be valid, planned). `outcome` is "plans" or the exception's type name."""
     if outcome == "plans":
         return "unrefused" if kind in MUST_REFUSE else "plans"
-    if "Traceback" in message or key_name(path) not in message:
+    if outcome not in REFUSALS or "Traceback" in message:
         return "traceback"
-    return "refused"
+    return "refused" if key_name(path) in message else "unnamed"
 
 
 def fuzz(config: Path, n: int, seed: int, only: int | None = None, log=print, verbose: bool = False) -> Counter:
@@ -190,7 +198,7 @@ def fuzz(config: Path, n: int, seed: int, only: int | None = None, log=print, ve
             outcome, message = plan(config_path)
             verdict = classify(kind, path, outcome, message)
             counts[(kind, verdict)] += 1
-            if verdict in ("traceback", "unrefused") or only is not None:
+            if verdict in DEFECTS or only is not None:
                 first = message.strip().splitlines()[:12]
                 log(f"[{i}] {kind}: {what} -> {verdict}\n    " + "\n    ".join(first))
             elif verbose:
@@ -199,7 +207,7 @@ def fuzz(config: Path, n: int, seed: int, only: int | None = None, log=print, ve
 
 
 def summary(counts: Counter, n: int) -> str:
-    outcomes = ("plans", "refused", "skipped", "traceback", "unrefused")
+    outcomes = ("plans", "refused", "skipped") + DEFECTS
     lines = [f"N = {n} mutations", f"{'kind':22s}" + "".join(f"{o:>11s}" for o in outcomes)]
     for kind in KINDS:
         lines.append(f"{kind:22s}" + "".join(f"{counts[(kind, o)]:11d}" for o in outcomes))
@@ -221,7 +229,7 @@ def main() -> int:
     print(summary(counts, args.n if args.only is None else 1))
     if args.json:
         args.json.write_text(json.dumps({f"{k}|{o}": c for (k, o), c in counts.items()}, indent=1))
-    return int(any(o in ("traceback", "unrefused") for _, o in counts))
+    return int(any(o in DEFECTS for _, o in counts))
 
 
 if __name__ == "__main__":

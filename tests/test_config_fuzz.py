@@ -27,7 +27,7 @@ def test_two_hundred_seeded_mutations_of_the_default_config_end_in_a_plan_or_a_n
     assert "N = 200 mutations" in table
     header = next(line for line in table if line.startswith("kind"))
     totals = dict(zip(header.split()[1:], map(int, table[-1].split()[1:])))
-    assert totals["traceback"] == 0 and totals["unrefused"] == 0 and totals["skipped"] == 0
+    assert totals["traceback"] == totals["unnamed"] == totals["unrefused"] == totals["skipped"] == 0
     assert totals["refused"] >= 150  # most mutations are invalid by construction
 
 
@@ -45,10 +45,12 @@ def test_mutations_are_seeded_and_each_changes_the_config():
 
 def test_the_classifier_calls_a_message_without_the_key_or_with_a_traceback_a_defect():
     path = ("train", "eagle2", "epochs")
-    assert fuzz.classify("negative", path, "error", "ValidationError ... On instance['train']['eagle2']['epochs']") \
-        == "refused"
-    assert fuzz.classify("negative", path, "error", "KeyError: 'lr'") == "traceback"
-    assert fuzz.classify("negative", path, "error", "epochs\nTraceback (most recent call last):") == "traceback"
+    schema = "WorkflowError: Error validating config file. ... On instance['train']['eagle2']['epochs']"
+    assert fuzz.classify("negative", path, "WorkflowError", schema) == "refused"
+    assert fuzz.classify("negative", path, "ValueError", "ValueError: train.eagle2.epochs must be") == "refused"
+    assert fuzz.classify("negative", path, "KeyError", "KeyError: 'epochs'") == "traceback"  # names it, yet a crash
+    assert fuzz.classify("negative", path, "ValueError", "ValueError: lr must be positive") == "unnamed"
+    assert fuzz.classify("negative", path, "WorkflowError", "epochs\nTraceback (most recent call last):") == "traceback"
     assert fuzz.classify("negative", path, "plans", "") == "unrefused"
     assert fuzz.classify("zero", path, "plans", "") == "plans"
 

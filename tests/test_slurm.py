@@ -42,6 +42,19 @@ def _require_cluster():
         pytest.skip(f"the Slurm cluster does not answer or has no node up in partition {partition!r}")
 
 
+def _train_job_id(text: str) -> str | None:
+    """The SLURM job id of EAGLE-2's math training job, once Snakemake has printed its block and submitted it.
+    Blocks of jobs ready together follow each other without a blank line: each is its `rule` line and the
+    4-space indented lines under it."""
+    for block in re.finditer(r"^rule train:\n((?: {4}.*\n)+)", text, re.M):
+        body = block.group(1)
+        if re.search(r"^ {4}wildcards: target=tiny, backbone=eagle2, dataset=math$", body, re.M):
+            jobid = re.search(r"^ {4}jobid: (\d+)$", body, re.M).group(1)
+            submitted = re.search(rf"Job {jobid} has been submitted with SLURM jobid (\d+)", text)
+            return submitted and submitted.group(1)
+    return None
+
+
 def _run_killing_one_train_job(command: list[str]) -> tuple[str, str]:
     """Run the DAG through Slurm; once EAGLE-2's math drafter's train job has run for 2 s, `scancel
     --signal=KILL` it. The run must still succeed: Snakemake resubmits the failed job (the profile's
@@ -51,20 +64,22 @@ def _run_killing_one_train_job(command: list[str]) -> tuple[str, str]:
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     killed = None
-    while proc.poll() is None and killed is None:
-        time.sleep(0.2)
-        text = "".join(lines)
-        # a job's block ("rule train:", its jobid and wildcards) comes before its submission line
-        block = re.search(r"rule train:\n(?:(?!\n\n).)*?jobid: (\d+)\n(?:(?!\n\n).)*?backbone=eagle2, dataset=math\n",
-                          text, re.S)
-        match = block and re.search(rf"Job {block.group(1)} has been submitted with SLURM jobid (\d+)", text)
-        if match:
-            state = subprocess.run(["squeue", "-h", "-j", match.group(1), "-o", "%T %M"], capture_output=True,
-                                   text=True).stdout.split()
-            if state and state[0] == "RUNNING" and state[1] not in ("0:00", "0:01"):
-                subprocess.run(["scancel", "--signal=KILL", match.group(1)], check=True)
-                killed = match.group(1)
-    proc.wait(timeout=1500)
+    try:
+        while proc.poll() is None and killed is None:
+            time.sleep(0.2)
+            jobid = _train_job_id("".join(lines))
+            if jobid:
+                state = subprocess.run(["squeue", "-h", "-j", jobid, "-o", "%T %M"], capture_output=True,
+                                       text=True).stdout.split()
+                if state and state[0] == "RUNNING" and state[1] not in ("0:00", "0:01"):
+                    # were it to end meanwhile, nothing is resubmitted: the caller's count of submissions says so
+                    subprocess.run(["scancel", "--signal=KILL", jobid])
+                    killed = jobid
+        proc.wait(timeout=1500)
+    finally:
+        if proc.poll() is None:  # a failed assertion or a timeout: leave no Snakemake nor its cluster jobs behind
+            proc.kill()
+            subprocess.run(["scancel", *re.findall(r"SLURM jobid (\d+)", "".join(lines))], capture_output=True)
     reader.join()
     out = "".join(lines)
     assert killed, "the train job finished before it could be killed:\n" + out[-3000:]
@@ -100,7 +115,8 @@ def test_the_smoke_dag_through_sbatch_gives_the_local_outputs(request, tmp_path)
     # killed one twice (the profile's retries)
     jobs = [rule for rule in re.findall(r"^localrule (\w+):", local_log, re.M) if rule != "all"]
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (.+?)\)", out)
-    assert len(submitted) == len(jobs) + 1 and len({jobid for jobid, _ in submitted}) == len(jobs) + 1
+    assert len(submitted) == len(jobs) + 1, f"{len(submitted)} submissions for {len(jobs)} jobs and one killed"
+    assert len({jobid for jobid, _ in submitted}) == len(jobs) + 1
     assert killed in {jobid for jobid, _ in submitted}
     assert {p.name for p in logs.iterdir()} == {f"rule_{rule}" for rule in jobs}
     for jobid, log in submitted:

@@ -402,8 +402,9 @@ def check_config_names():
     for kind, known in (("compositions", compositions), ("backbones", config["backbones"]), ("benchmarks", benchmarks)):
         refuse(f"evaluate.timed_{kind}", ev.get(f"timed_{kind}", []), known, f"one of evaluate's {kind}")
         refuse(f"evaluate.sampled.{kind}", ev.get("sampled", {}).get(kind, []), known, f"one of evaluate's {kind}")
-    for key, value in config.get("findings", {}).items():
-        names = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    for key, value in config.get("findings", {}).items():  # the claims' roles (domains maps benchmarks to domains)
+        names = ([] if key == "domains" else value.values() if isinstance(value, dict) else [value]
+                 if isinstance(value, str) else value if isinstance(value, list) else [])
         refuse(f"findings.{key}", names, compositions, "a composition in evaluate.compositions")
 
 
