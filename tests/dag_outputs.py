@@ -15,7 +15,7 @@ TIMINGS = ["seconds", "vanilla_seconds", "prefill_seconds", "vanilla_prefill_sec
 UNCOMPARED = re.compile(r"^(benchmarks|logs|tune)/|^tables/speed\.|\.pdf$")
 EVAL_CONFIG = re.compile(r"^eval/.*/config\.json$")  # compared without `predicted`: tune_tree's timing-based prediction
 # what tests/test_workflow.py adds to the shared local run (the report, drafters imported back): not the DAG's
-ADDED = re.compile(r"^released/|^report\.html$")
+ADDED = re.compile(r"^released/|^(benchmarks|logs)/import_drafter/|^report\.html$")
 
 
 def same_outputs(local: Path, other: Path):

@@ -119,8 +119,9 @@ def test_the_smoke_dag_through_sbatch_gives_the_local_outputs(request, tmp_path)
     assert len({jobid for jobid, _ in submitted}) == len(jobs) + 1
     assert killed in {jobid for jobid, _ in submitted}
     assert {p.name for p in logs.iterdir()} == {f"rule_{rule}" for rule in jobs}
-    for jobid, log in submitted:
-        assert Path(log).name == f"{jobid}.log" and "--executor slurm-jobstep" in Path(log).read_text(), log
+    for jobid, log in submitted:  # the killed job's log holds Slurm's cancel message alone
+        assert Path(log).name == f"{jobid}.log", log
+        assert jobid == killed or "--executor slurm-jobstep" in Path(log).read_text(), log
 
     compared = same_outputs(local, slurm)
     assert any(f.endswith("drafter.safetensors") for f in compared) and "tables/evaluations.parquet" in compared
