@@ -58,11 +58,14 @@ def key_name(path) -> str:
     return str(next(p for p in reversed(path) if isinstance(p, str)))
 
 
+def get_at(cfg, path):
+    for p in path:
+        cfg = cfg[p]
+    return cfg
+
+
 def set_at(cfg, path, value):
-    node = cfg
-    for p in path[:-1]:
-        node = node[p]
-    node[path[-1]] = value
+    get_at(cfg, path[:-1])[path[-1]] = value
 
 
 def _other_type(value, rng):
@@ -130,9 +133,7 @@ def mutate(cfg: dict, kind: str, rng: random.Random):
         new = f"no-such-{old}"
         if path[-1] in ("<source>", "<name>"):  # a dict key names it: rename the key
             parent = path[:-1]
-            node = cfg
-            for p in parent:
-                node = node[p]
+            node = get_at(cfg, parent)
             node[new] = node.pop(old)
             return parent, f"{'/'.join(map(str, parent))}: key {old!r} -> {new!r}", cfg
     elif kind == "unknown key":

@@ -381,22 +381,22 @@ def check_config_names():
             raise ValueError(f"{key} names {', '.join(map(repr, unknown))}, which {'is' if len(unknown) == 1 else 'are'} "
                              f"not {what} (known: {', '.join(map(str, known)) or 'none'})")
 
+    def find(key, spec):  # a jsonl source or benchmark's file (taps.data.resolve_data_file, without importing torch)
+        path = (spec or {}).get("path")
+        if path and (spec or {}).get("kind") != "hub" and not (Path(config["data_dir"]) / path).is_file():
+            raise ValueError(f"{key}.path: file not found: {Path(config['data_dir']) / path}. Put the file there, or "
+                             f"set the path (absolute, or relative to data_dir, now {config['data_dir']!r})")
+
     for name, mix in config["datasets"].items():
         refuse(f"datasets.{name}", mix, config["sources"], "a source in `sources`")
     for name, spec in config["sources"].items():
-        path = spec.get("path")
-        if path and spec.get("kind") != "hub" and not (Path(config["data_dir"]) / path).is_file():
-            raise ValueError(f"sources.{name}.path: file not found: {Path(config['data_dir']) / path}. Put the file "
-                             f"there, or set the path (absolute, or relative to data_dir, now {config['data_dir']!r})")
+        find(f"sources.{name}", spec)
     ev = config.get("evaluate")
     if not ev:
         return
     compositions, benchmarks = list(ev["compositions"]), list(ev["benchmarks"])
     for name, spec in ev["benchmarks"].items():
-        path = (spec or {}).get("path")
-        if path and (spec or {}).get("kind") != "hub" and not (Path(config["data_dir"]) / path).is_file():
-            raise ValueError(f"evaluate.benchmarks.{name}.path: file not found: {Path(config['data_dir']) / path}. "
-                             f"Put the file there, or set the path (absolute, or relative to data_dir)")
+        find(f"evaluate.benchmarks.{name}", spec)
     for benchmark, source in ev.get("fewshot", {}).items():
         refuse(f"evaluate.fewshot.{benchmark}", [source], config["sources"], "a source in `sources`")
     for kind, known in (("compositions", compositions), ("backbones", config["backbones"]), ("benchmarks", benchmarks)):
