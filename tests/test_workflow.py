@@ -44,13 +44,15 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
         for name in ("math", "chat", "mixed", "avg-math+chat"):
             drafter = results / "drafters" / "tiny" / backbone / name / "drafter"
             assert (drafter / "drafter.safetensors").is_file() and (drafter / "drafter.json").is_file()
-        # init_seeds: math-s1 started from seed 1 (math from seed 0); the control line's point at alpha 0.25
-        # weighs them 0.75 / 0.25
-        seeds = [json.loads((results / "drafters" / "tiny" / backbone / n / "drafter" / "drafter.json").read_text())
-                 for n in ("math", "math-s1")]
-        assert [s["config"]["seed"] for s in seeds] == [0, 1]
-        interp = results / "drafters" / "tiny" / backbone / "avg-control@0.25" / "drafter" / "average.json"
-        assert json.loads(interp.read_text())["weights"] == [0.75, 0.25]
+    # init_seeds: math-s1 started from seed 1 (math from seed 0); the control line's point at alpha 0.25
+    # weighs them 0.75 / 0.25. The lines are EAGLE-2's alone (interpolation_backbones): HASS trains none of them
+    drafters = results / "drafters" / "tiny"
+    seeds = [json.loads((drafters / "eagle2" / n / "drafter" / "drafter.json").read_text()) for n in ("math", "math-s1")]
+    assert [s["config"]["seed"] for s in seeds] == [0, 1]
+    assert json.loads((drafters / "eagle2" / "avg-control@0.25" / "drafter" / "average.json").read_text())["weights"] \
+        == [0.75, 0.25]
+    assert not any((drafters / "hass" / n).exists() for n in ("math-s1", "chat-s1", "avg-control@0.25"))
+    for backbone in ("eagle2", "hass"):
         for name in ("math", "chat", "mixed"):  # trained with validation: the best epoch was kept
             run = results / "drafters" / "tiny" / backbone / name
             assert len(pd.read_parquet(run / "val_metrics.parquet")) == 2 if backbone == "eagle2" else 1
@@ -71,9 +73,10 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
     # `averaged`, an average of the same members and weights)
     lines = {"chat-s1", "math-s1", "shared@0.25", "independent@0.25", "independent@0.5", "control@0.25", "control@0.5"}
     greedy_compositions = set(smoke["compositions"]) | lines
-    assert len(table) == 2 * len(greedy_compositions) * len(smoke["benchmarks"]) + len(
+    assert len(table) == (2 * len(smoke["compositions"]) + len(lines)) * len(smoke["benchmarks"]) + len(
         sampled["backbones"]) * len(sampled["compositions"]) * len(sampled["benchmarks"])
     assert set(table.composition) == greedy_compositions
+    assert not lines & set(table[table.backbone == "hass"].composition)
     assert {c["composition"] for c in smoke["compositions"].values()} == set(COMPOSITIONS)
     assert table[table.temperature == 0].identical.all() and (table.tau >= 1).all()
     # T=0 replays against one reference per benchmark and times the first prompt (engine and replay

@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -109,14 +110,34 @@ def benchmark_fewshot(target, benchmark):
     return fewshot_json(target, source) if source else []
 
 
+def composition_backbones(composition):
+    """The backbones a composition is evaluated on: its own `backbones`, else every backbone."""
+    return config["evaluate"]["compositions"][composition].get("backbones", config["backbones"])
+
+
+def interpolation_backbones():
+    """The backbones the interpolation lines are evaluated and measured on (default: every backbone)."""
+    return config.get("interpolation_backbones", config["backbones"])
+
+
+def drafters_on(backbone):
+    """The datasets and averages trained on a backbone: all of them, except those that only compositions
+    evaluated on other backbones use (directly, or as an average's members) and that are not exported."""
+    users = {}
+    for name, spec in config.get("evaluate", {}).get("compositions", {}).items():
+        for d in spec["drafters"]:
+            members = average_members(d[4:]) if d.startswith("avg-") and d[4:] in config.get("averages", {}) else []
+            for used in (d, *members):
+                users.setdefault(used, []).append(name)
+    names = list(config["datasets"]) + [f"avg-{a}" for a in config.get("averages", {})]
+    return [n for n in names if n not in users or n in config.get("export", [])
+            or any(backbone in composition_backbones(c) for c in users[n])]
+
+
 def drafter_outputs():
     """Every drafter of every target and backbone: trained, averaged, and imported (released) in their place."""
-    out = []
-    for target in config["targets"]:
-        for backbone in config["backbones"]:
-            names = list(config["datasets"]) + [f"avg-{a}" for a in config.get("averages", {})]
-            out += [drafter_dir(target, backbone, d) for d in dict.fromkeys(names + list(released(target, backbone)))]
-    return out
+    return [drafter_dir(target, backbone, d) for target in config["targets"] for backbone in config["backbones"]
+            for d in dict.fromkeys(drafters_on(backbone) + list(released(target, backbone)))]
 
 
 def export_dir(target, backbone, name):
@@ -182,6 +203,22 @@ def is_released(composition):
     return all(n in released(t, b) for n in names for t in config["targets"] for b in config["backbones"])
 
 
+def eval_rules(greedy, released):
+    """(rule name, backbones, compositions) of each evaluation rule at T=0 (greedy) or T > 0, of released drafters'
+    compositions or the others: the compositions grouped by the backbones they are evaluated on, among those
+    evaluated at that temperature. The group on all of them is evaluate_<kind>[_released]; another group's rule
+    name ends in its backbones."""
+    at = [t for t in config.get("evaluate", {}).get("temperatures", []) if is_greedy(t) == greedy]
+    backbones, compositions, _, _ = eval_plan(at[0]) if at else ([], [], [], None)
+    groups = {}
+    for c in compositions:
+        on = tuple(b for b in backbones if b in composition_backbones(c))
+        if is_released(c) == released and on:
+            groups.setdefault(on, []).append(c)
+    name = f"evaluate_{'greedy' if greedy else 'sampled'}{'_released' if released else ''}"
+    return [(name if on == tuple(backbones) else f"{name}_{'_'.join(on)}", on, cs) for on, cs in groups.items()]
+
+
 def eval_dir(target, backbone, composition, benchmark, temperature):
     return f"{RESULTS}/eval/{target}/{backbone}/{composition}/{benchmark}/T{temperature}"
 
@@ -194,8 +231,8 @@ def evaluation_outputs(released_only=False):
     out = []
     for temp in ev["temperatures"]:
         backbones, compositions, benchmarks, _ = eval_plan(temp)
-        out += [eval_dir(t, b, c, bench, temp) for t in config["targets"] for b in backbones
-                for c in compositions if is_released(c) or not released_only for bench in benchmarks]
+        out += [eval_dir(t, b, c, bench, temp) for t in config["targets"] for b in backbones for c in compositions
+                if (is_released(c) or not released_only) and b in composition_backbones(c) for bench in benchmarks]
     return out
 
 
@@ -218,11 +255,11 @@ def tune_json(target, backbone, drafter):
 
 
 def tune_source(drafter):
-    """The one source a tuned drafter trained on: its development prompts are that source's."""
+    """The source whose development prompts a tuned drafter is tuned on: the first of its dataset's sources."""
     mix = config["datasets"].get(drafter, {})
-    if len(mix) != 1:
-        raise ValueError(f"tree: tuned needs a drafter trained on one source, and {drafter!r} is "
-                         f"{'not a trained dataset' if not mix else 'a mixture of ' + ', '.join(mix)}")
+    if not mix:
+        raise ValueError(f"tree: tuned needs a drafter trained on a dataset, and {drafter!r} is not one of "
+                         f"datasets ({', '.join(config['datasets'])})")
     return next(iter(mix))
 
 
@@ -340,9 +377,11 @@ def expand_interpolations():
     """config `interpolations` (pair -> [first, second] dataset names): on each line, for every alpha of
     `interpolation_alphas`, the average avg-<pair>@<alpha> = (1 - alpha) first + alpha second and a single
     composition <pair>@<alpha> over it (an existing average of the same members and weights is reused), at T=0;
-    the endpoints are the single compositions of first and second, added where the config has none.
+    the endpoints are the single compositions of first and second, added where the config has none. The
+    compositions it adds are evaluated on `interpolation_backbones` (default: every backbone).
     Returns {pair: {alpha: composition}} with the endpoints at 0 and 1 (findings (i), the interpolation figure)."""
     compositions, averages = config["evaluate"]["compositions"], config.setdefault("averages", {})
+    on = {"backbones": interpolation_backbones()} if "interpolation_backbones" in config else {}
 
     def single(drafter):
         return next((n for n, c in compositions.items() if c["composition"] == "single" and c["drafters"] == [drafter]),
@@ -353,7 +392,7 @@ def expand_interpolations():
         line = {}
         for end, alpha in ((first, 0.0), (second, 1.0)):
             line[alpha] = single(end) or end
-            compositions.setdefault(line[alpha], {"composition": "single", "drafters": [end]})
+            compositions.setdefault(line[alpha], {"composition": "single", "drafters": [end], **on})
         for alpha in config.get("interpolation_alphas", [0.5]):
             weights = [1 - alpha, alpha]
             same = next((a for a in averages if average_members(a) == [first, second]
@@ -362,7 +401,7 @@ def expand_interpolations():
                 same = f"{pair}@{alpha:g}"
                 averages[same] = {"members": [first, second], "weights": weights}
             line[float(alpha)] = single(f"avg-{same}") or f"{pair}@{alpha:g}"
-            compositions.setdefault(line[float(alpha)], {"composition": "single", "drafters": [f"avg-{same}"]})
+            compositions.setdefault(line[float(alpha)], {"composition": "single", "drafters": [f"avg-{same}"], **on})
         lines[pair] = dict(sorted(line.items()))
     return lines
 
@@ -399,6 +438,9 @@ def check_config_names():
         find(f"evaluate.benchmarks.{name}", spec)
     for benchmark, source in ev.get("fewshot", {}).items():
         refuse(f"evaluate.fewshot.{benchmark}", [source], config["sources"], "a source in `sources`")
+    refuse("interpolation_backbones", config.get("interpolation_backbones", []), config["backbones"], "a backbone")
+    for name, spec in ev["compositions"].items():
+        refuse(f"evaluate.compositions.{name}.backbones", spec.get("backbones", []), config["backbones"], "a backbone")
     for kind, known in (("compositions", compositions), ("backbones", config["backbones"]), ("benchmarks", benchmarks)):
         refuse(f"evaluate.timed_{kind}", ev.get(f"timed_{kind}", []), known, f"one of evaluate's {kind}")
         refuse(f"evaluate.sampled.{kind}", ev.get("sampled", {}).get(kind, []), known, f"one of evaluate's {kind}")

@@ -37,18 +37,18 @@ rule reference:
 # compositions.
 # Compositions of released drafters only (targets.<target>.released) are evaluated by jobs of their own,
 # evaluate_<kind>_released, so evaluating them needs no training: `snakemake ... released`.
+# Compositions evaluated on some backbones only (their `backbones`) are evaluated by jobs of their own too,
+# evaluate_<kind>_<backbones> (eval_rules), on those backbones.
 _KINDS = {"greedy": r"0(\.0*)?", "sampled": r"(?!0(\.0*)?$)[0-9]+(\.[0-9]*)?"}
-_temperatures = config.get("evaluate", {}).get("temperatures", [])
-for (_kind, _temperature), _released in itertools.product(_KINDS.items(), (False, True)):
-    _at = [t for t in _temperatures if is_greedy(t) == (_kind == "greedy")]
-    _compositions = [c for c in (eval_plan(_at[0])[1] if _at else []) if is_released(c) == _released]
-    if not _compositions:
-        continue
+_RULES = [(kind, temperature, released, *rule) for (kind, temperature), released in
+          itertools.product(_KINDS.items(), (False, True)) for rule in eval_rules(kind == "greedy", released)]
+for _kind, _temperature, _released, _name, _backbones, _compositions in _RULES:
     _suffix = "_released" if _released else ""
+    _part = _name.removeprefix(f"evaluate_{_kind}{_suffix}")  # the backbones of a group of its own, in its files
 
     rule:
         name:
-            f"evaluate_{_kind}{_suffix}"
+            _name
         input:
             target=target_json("{target}"),
             drafters=lambda w, c=_compositions: list(eval_drafters(w.target, w.backbone, c).values()),
@@ -59,10 +59,11 @@ for (_kind, _temperature), _released in itertools.product(_KINDS.items(), (False
             [directory(eval_dir("{target}", "{backbone}", c, "{benchmark}", "{temperature}")) for c in _compositions],
         wildcard_constraints:
             temperature=_temperature,
+            backbone="|".join(map(re.escape, _backbones)),
         log:
-            f"{RESULTS}/logs/evaluate{_suffix}/{{target}}/{{backbone}}/{{benchmark}}/T{{temperature}}.log",
+            f"{RESULTS}/logs/evaluate{_suffix}/{{target}}/{{backbone}}/{{benchmark}}/T{{temperature}}{_part}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/evaluate{_suffix}/{{target}}/{{backbone}}/{{benchmark}}/T{{temperature}}.tsv"
+            f"{RESULTS}/benchmarks/evaluate{_suffix}/{{target}}/{{backbone}}/{{benchmark}}/T{{temperature}}{_part}.tsv"
         params:
             compositions=lambda w, c=_compositions: json_arg({n: config["evaluate"]["compositions"][n] for n in c}),
             drafters=lambda w, c=_compositions: " ".join(f"{n}={d}" for n, d in eval_drafters(w.target, w.backbone, c).items()),

@@ -55,7 +55,7 @@ rule tables:
 rule interpolation_distances:
     input:
         target=target_json("{target}"),
-        drafters=lambda w: [drafter_dir(w.target, b, d) for b in config["backbones"]
+        drafters=lambda w: [drafter_dir(w.target, b, d) for b in interpolation_backbones()
                             for pair in config["interpolations"].values() for d in pair],
     output:
         f"{RESULTS}/tables/interpolation/{{target}}.parquet",
@@ -66,7 +66,7 @@ rule interpolation_distances:
     params:
         lines=json_arg(config.get("interpolations", {})),
         drafters=lambda w: json_arg({b: {d: drafter_dir(w.target, b, d) for pair in config["interpolations"].values()
-                                         for d in pair} for b in config["backbones"]}),
+                                         for d in pair} for b in interpolation_backbones()}),
     threads: 1
     resources:
         **job_resources("interpolation_distances", mem_mb=4000, runtime=10, gpu=False),
