@@ -276,7 +276,7 @@ def temperature_figure(T: pd.DataFrame) -> Figure:
 def interpolation_points(P: pd.DataFrame, lines: dict[str, dict[float, str]], seed: int = 0) -> pd.DataFrame:
     """Mean tau over the benchmarks at T=0 along each interpolation line (pair -> {alpha: composition}), per (target,
     backbone): one row per point with its 95% bootstrap CI over prompts (resampled within each benchmark). A
-    point is left out where its composition did not run on every benchmark of the panel."""
+    line is left out of a panel where one of its compositions did not run on every benchmark of it."""
     cols = PANEL + ["pair", "alpha", "composition", "tau", "low", "high", "benchmarks"]
     if _lacks(P, PANEL + ["composition", "benchmark", "temperature", "new_tokens", "passes"]) or not lines:
         return pd.DataFrame(columns=cols)
@@ -284,11 +284,11 @@ def interpolation_points(P: pd.DataFrame, lines: dict[str, dict[float, str]], se
     for key, panel in P.groupby(PANEL, sort=False):
         benches = list(dict.fromkeys(panel.benchmark))
         for pair, line in lines.items():
-            for alpha, name in sorted((float(a), n) for a, n in line.items()):
-                runs = panel[panel.composition == name]
-                if set(runs.benchmark) != set(benches):
-                    continue
-                tau, low, high = benchmark_mean_tau(runs, seed)
+            points = sorted((float(a), n) for a, n in line.items())
+            if any(set(panel.benchmark[panel.composition == name]) != set(benches) for _, name in points):
+                continue
+            for alpha, name in points:
+                tau, low, high = benchmark_mean_tau(panel[panel.composition == name], seed)
                 rows.append({**dict(zip(PANEL, key)), "pair": pair, "alpha": alpha, "composition": name, "tau": tau,
                              "low": low, "high": high, "benchmarks": len(benches)})
     return pd.DataFrame(rows, columns=cols)
