@@ -252,7 +252,7 @@ def test_interpolation_table_gives_the_distances_and_tau_along_each_line():
     from taps.tables import interpolation_table
     distances = pd.DataFrame([{"target": "tiny", "backbone": "eagle2", "pair": "control", "first": "math",
                                "second": "math-s1", "between": 0.01234, "first_from_init": 0.02, "second_from_init": 0.03,
-                               "inits_apart": 0.05}])
+                               "inits_apart": 0.05, "val loss at 0": 1.2, "val loss at 0.5": 2.5, "val loss at 1": 1.25}])
     points = pd.DataFrame({"target": "tiny", "backbone": "eagle2", "pair": "control", "alpha": [0.0, 0.5, 1.0],
                            "composition": ["math", "control@0.5", "math-s1"], "tau": [3.0, 1.5, 2.9],
                            "low": [2.5, 1.2, 2.4], "high": [3.5, 1.8, 3.4], "benchmarks": 4})
@@ -260,6 +260,7 @@ def test_interpolation_table_gives_the_distances_and_tau_along_each_line():
     assert (row["line"], row["apart"], row["inits apart"]) == ("control", "0.0123", "0.0500")
     assert (row["tau at 0"], row["tau at 0.5"], row["tau at 1"]) == ("3.00 [2.50, 3.50]", "1.50 [1.20, 1.80]",
                                                                      "2.90 [2.40, 3.40]")
+    assert (row["val loss at 0"], row["val loss at 0.5"], row["val loss at 1"]) == ("1.200", "2.500", "1.250")
 
 
 def test_headline_table_gives_the_mean_over_the_four_benchmarks_per_temperature_and_backbone(paper):

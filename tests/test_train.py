@@ -390,6 +390,23 @@ def test_validation_matches_a_per_sequence_forward_whatever_the_backbone(target,
     assert drafter.training  # back in train mode
 
 
+def test_line_losses_score_each_point_on_every_val_set_and_average_them(target, features, tmp_path):
+    """Each point of a line is loaded from its directory and scored by `validate` on every held-out set; the
+    loss is their mean, so a point's own weights (not a neighbour's) decide its loss."""
+    shards, config = FeatureShards(features), TrainConfig(batch_tokens=40)
+    a, b = Drafter(target), Drafter(target)
+    with torch.no_grad():
+        b.fc.weight.mul_(3.0)  # another point of the line
+    a.save(str(tmp_path / "a"))
+    b.save(str(tmp_path / "b"))
+    sets = [(shards, [0, 2]), (shards, [3, 5])]
+    got = validation_mod.line_losses({0.0: str(tmp_path / "a"), 1.0: str(tmp_path / "b")}, sets, target, config)
+    for alpha, drafter in ((0.0, a), (1.0, b)):
+        want = sum(validation_mod.validate(drafter, s, ids, config)["loss"] for s, ids in sets) / 2
+        assert got[alpha] == pytest.approx(want)
+    assert got[0.0] != pytest.approx(got[1.0])  # each point's own weights were scored
+
+
 def test_val_metrics_has_one_row_per_epoch(target, features, tmp_path):
     config = TrainConfig(**{**FAST, "epochs": 3, "val_fraction": 0.25})
     metrics = train_drafter(target, features, str(tmp_path), config, progress=False)

@@ -354,14 +354,17 @@ def to_latex(df: pd.DataFrame, caption: str = "", label: str = "") -> str:
 def interpolation_table(distances: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """Per (target, backbone, interpolation line): the ends' distance apart, each end's distance from its
     initialisation, the two initialisations' distance (`taps.average.line_distances`; root-mean-square per
-    parameter), and mean tau at T=0 at each alpha [95% CI] (`taps.figures.interpolation_points`)."""
+    parameter), mean tau at T=0 at each alpha [95% CI] (`taps.figures.interpolation_points`), and the validation
+    loss at each alpha on the ends' held-out data, where measured (`taps.validation.line_losses`)."""
     rows = []
-    for r in distances.itertuples():
-        line = points[(points.target == r.target) & (points.backbone == r.backbone) & (points.pair == r.pair)]
+    for r in distances.to_dict("records"):
+        line = points[(points.target == r["target"]) & (points.backbone == r["backbone"]) & (points.pair == r["pair"])]
         taus = {f"tau at {a:g}": fmt_ci(p.tau, p.low, p.high) for a, p in zip(line.alpha, line.itertuples())}
-        rows.append({"target": r.target, "backbone": r.backbone, "line": r.pair, "first": r.first, "second": r.second,
-                     "apart": f"{r.between:.4f}", "first from init": f"{r.first_from_init:.4f}",
-                     "second from init": f"{r.second_from_init:.4f}", "inits apart": f"{r.inits_apart:.4f}", **taus})
+        losses = {k: f"{v:.3f}" for k, v in r.items() if k.startswith("val loss at ") and pd.notna(v)}
+        rows.append({"target": r["target"], "backbone": r["backbone"], "line": r["pair"], "first": r["first"],
+                     "second": r["second"], "apart": f"{r['between']:.4f}", "first from init": f"{r['first_from_init']:.4f}",
+                     "second from init": f"{r['second_from_init']:.4f}", "inits apart": f"{r['inits_apart']:.4f}",
+                     **taus, **losses})
     return pd.DataFrame(rows)
 
 

@@ -70,3 +70,14 @@ def end_epoch(out_dir: str, drafter: Drafter, shards: Features, val_ids: Sequenc
     write_parquet_atomic(pa.Table.from_pylist(val_rows), os.path.join(out_dir, "val_metrics.parquet"))
     if select_best(val_rows, config.select_by) is row:
         save_best(out_dir, drafter, row, config.select_by)
+
+
+def line_losses(points: dict[float, str], val_sets: Sequence[tuple[Features, Sequence[int]]], target,
+                config: TrainConfig) -> dict[float, float]:
+    """Validation loss of every point of an interpolation line (alpha -> drafter directory): the mean, over
+    `val_sets` (features, held-out ids: the line's ends' data, each set once), of `validate`'s loss."""
+    out = {}
+    for alpha, directory in points.items():
+        drafter = Drafter.load(directory, target, dtype=torch.float32)
+        out[alpha] = sum(validate(drafter, shards, ids, config)["loss"] for shards, ids in val_sets) / len(val_sets)
+    return out

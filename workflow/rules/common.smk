@@ -410,6 +410,21 @@ INTERPOLATIONS = expand_interpolations()  # before the checks: they see the aver
 INTERPOLATED = {n for line in INTERPOLATIONS.values() for a, n in line.items() if 0 < a < 1}  # not in the main table
 
 
+def line_points(target, backbone):
+    """pair -> {alpha: drafter directory} of every interpolation line's points (their single compositions')."""
+    compositions = config["evaluate"]["compositions"]
+    return {pair: {a: drafter_dir(target, backbone, compositions[c]["drafters"][0]) for a, c in line.items()}
+            for pair, line in INTERPOLATIONS.items()}
+
+
+def line_val_data(target):
+    """dataset -> its feature parts, for the lines' ends: their held-out sequences score every point of a line
+    (none for a target whose features are computed online, inside training)."""
+    if online(target):
+        return {}
+    return {d: feature_parts(target, d) for pair in config.get("interpolations", {}).values() for d in pair}
+
+
 def check_config_names():
     """Every name the config refers to is defined and every data file it names is there: one error naming the
     key, before any job runs (benchmarks/config_fuzz.py tries hundreds of broken configs against this and the

@@ -55,8 +55,9 @@ rule tables:
 rule interpolation_distances:
     input:
         target=target_json("{target}"),
-        drafters=lambda w: [drafter_dir(w.target, b, d) for b in interpolation_backbones()
-                            for pair in config["interpolations"].values() for d in pair],
+        drafters=lambda w: sorted({d for b in interpolation_backbones() for line in line_points(w.target, b).values()
+                                   for d in line.values()}),
+        features=lambda w: sorted({d for parts in line_val_data(w.target).values() for d, _ in parts}),
     output:
         f"{RESULTS}/tables/interpolation/{{target}}.parquet",
     log:
@@ -67,6 +68,10 @@ rule interpolation_distances:
         lines=json_arg(config.get("interpolations", {})),
         drafters=lambda w: json_arg({b: {d: drafter_dir(w.target, b, d) for pair in config["interpolations"].values()
                                          for d in pair} for b in interpolation_backbones()}),
+        points=lambda w: json_arg({b: line_points(w.target, b) for b in interpolation_backbones()}),
+        val_data=lambda w: json_arg(line_val_data(w.target)),
+        settings=json_arg({b: {k: v for k, v in train_settings(b).items() if k != "warm_start"}
+                           for b in interpolation_backbones()}),
     threads: 1
     resources:
         **job_resources("interpolation_distances", mem_mb=4000, runtime=10, gpu=False),
@@ -74,7 +79,8 @@ rule interpolation_distances:
         ENV
     shell:
         "python workflow/scripts/interpolation_distances.py --target {input.target} --label {wildcards.target} "
-        "--lines {params.lines} --drafters {params.drafters} --threads 1 --device cpu --out {output} > {log} 2>&1"
+        "--lines {params.lines} --drafters {params.drafters} --points {params.points} --val-data {params.val_data} "
+        "--settings {params.settings} --threads 1 --device cpu --out {output} > {log} 2>&1"
 
 
 rule interpolation_table:
