@@ -1,4 +1,5 @@
-"""The interpolation table: distances between and from initialisations, and tau along each line (taps.tables)."""
+"""The interpolation table: distances between and from initialisations, tau and validation loss along each line
+(taps.tables)."""
 
 import argparse
 import json
@@ -12,7 +13,8 @@ from taps.tables import interpolation_table, write_table
 
 CAPTION = ("Interpolation lines (config interpolations): the ends' root-mean-square distance per parameter, each "
            "end's from its random initialisation and the initialisations' apart; mean tau over the benchmarks at "
-           "T=0 at each alpha [95% bootstrap CI over prompts].")
+           "T=0 at each alpha [95% bootstrap CI over prompts]; the validation loss at each alpha on the ends' "
+           "held-out training sequences (the mean over the ends' data, each once).")
 
 
 def main() -> None:
