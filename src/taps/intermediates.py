@@ -30,7 +30,8 @@ WRITERS = {  # kind of intermediate -> the workflow rule that writes it (workflo
     "feature vocabulary": "extract_features",  # its vocab.safetensors
     "feature shard": "extract_features",
     "drafter checkpoint": "train (average for avg-* drafters, import_drafter for released ones)",
-    "evaluation output": "evaluate_greedy (T=0) or evaluate_sampled (T>0), *_released for released drafters",
+    "evaluation output": "evaluate_greedy (T=0) or evaluate_sampled (T>0), *_released for released drafters, "
+                         "*_<backbones> for compositions on some backbones only",
     "references": "reference",
     "table": "aggregate",
     "interpolation distances": "interpolation_distances",
