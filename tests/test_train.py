@@ -399,12 +399,16 @@ def test_line_losses_score_each_point_on_every_val_set_and_average_them(target, 
         b.fc.weight.mul_(3.0)  # another point of the line
     a.save(str(tmp_path / "a"))
     b.save(str(tmp_path / "b"))
-    sets = [(shards, [0, 2]), (shards, [3, 5])]
-    got = validation_mod.line_losses({0.0: str(tmp_path / "a"), 1.0: str(tmp_path / "b")}, sets, target, config)
+    sets = {"x": (shards, [0, 2]), "y": (shards, [3, 5])}
+    points, cache = {0.0: str(tmp_path / "a"), 1.0: str(tmp_path / "b")}, {}
+    got = validation_mod.line_losses(points, sets, target, config, cache)
     for alpha, drafter in ((0.0, a), (1.0, b)):
-        want = sum(validation_mod.validate(drafter, s, ids, config)["loss"] for s, ids in sets) / 2
+        want = sum(validation_mod.validate(drafter, s, ids, config)["loss"] for s, ids in sets.values()) / 2
         assert got[alpha] == pytest.approx(want)
     assert got[0.0] != pytest.approx(got[1.0])  # each point's own weights were scored
+    assert sorted(cache) == sorted((d, n) for d in points.values() for n in sets)  # each pair scored once
+    cache[points[0.0], "x"] = 123.0  # another line reads a scored pair from the cache, not scoring it again
+    assert validation_mod.line_losses({0.5: points[0.0]}, {"x": sets["x"]}, target, config, cache) == {0.5: 123.0}
 
 
 def test_val_metrics_has_one_row_per_epoch(target, features, tmp_path):

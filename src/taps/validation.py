@@ -72,12 +72,18 @@ def end_epoch(out_dir: str, drafter: Drafter, shards: Features, val_ids: Sequenc
         save_best(out_dir, drafter, row, config.select_by)
 
 
-def line_losses(points: dict[float, str], val_sets: Sequence[tuple[Features, Sequence[int]]], target,
-                config: TrainConfig) -> dict[float, float]:
+def line_losses(points: dict[float, str], val_sets: dict[str, tuple[Features, Sequence[int]]], target,
+                config: TrainConfig, cache: dict | None = None) -> dict[float, float]:
     """Validation loss of every point of an interpolation line (alpha -> drafter directory): the mean, over
-    `val_sets` (features, held-out ids: the line's ends' data, each set once), of `validate`'s loss."""
+    `val_sets` (name -> features and held-out ids: the line's ends' data, each once), of `validate`'s loss.
+    `cache` ((directory, set name) -> loss), shared by the lines of one run, scores a drafter on a set once."""
+    cache = {} if cache is None else cache
     out = {}
     for alpha, directory in points.items():
-        drafter = Drafter.load(directory, target, dtype=torch.float32)
-        out[alpha] = sum(validate(drafter, shards, ids, config)["loss"] for shards, ids in val_sets) / len(val_sets)
+        missing = [name for name in val_sets if (directory, name) not in cache]
+        if missing:
+            drafter = Drafter.load(directory, target, dtype=torch.float32)
+            for name in missing:
+                cache[directory, name] = validate(drafter, *val_sets[name], config)["loss"]
+        out[alpha] = sum(cache[directory, name] for name in val_sets) / len(val_sets)
     return out

@@ -66,12 +66,9 @@ rule interpolation_distances:
         f"{RESULTS}/benchmarks/interpolation_distances/{{target}}.tsv"
     params:
         lines=json_arg(config.get("interpolations", {})),
-        drafters=lambda w: json_arg({b: {d: drafter_dir(w.target, b, d) for pair in config["interpolations"].values()
-                                         for d in pair} for b in interpolation_backbones()}),
         points=lambda w: json_arg({b: line_points(w.target, b) for b in interpolation_backbones()}),
         val_data=lambda w: json_arg(line_val_data(w.target)),
-        settings=json_arg({b: {k: v for k, v in train_settings(b).items() if k != "warm_start"}
-                           for b in interpolation_backbones()}),
+        settings=json_arg({b: train_settings(b) for b in interpolation_backbones()}),
     threads: 1
     resources:
         **job_resources("interpolation_distances", mem_mb=4000, runtime=10, gpu=False),
@@ -79,7 +76,7 @@ rule interpolation_distances:
         ENV
     shell:
         "python workflow/scripts/interpolation_distances.py --target {input.target} --label {wildcards.target} "
-        "--lines {params.lines} --drafters {params.drafters} --points {params.points} --val-data {params.val_data} "
+        "--lines {params.lines} --points {params.points} --val-data {params.val_data} "
         "--settings {params.settings} --threads 1 --device cpu --out {output} > {log} 2>&1"
 
 

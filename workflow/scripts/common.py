@@ -1,10 +1,11 @@
 """What the workflow scripts share: their repeated arguments, the target a rule names, a source's
-conversations and a benchmark's prompts.
+conversations, a benchmark's prompts and a train entry's TrainConfig.
 
 Each script runs as `python workflow/scripts/<name>.py`, so this directory is on sys.path.
 """
 
 import argparse
+import dataclasses
 import json
 
 import torch
@@ -13,6 +14,7 @@ from taps.benchmarks import Prompt, benchmark_from_config, load_prompts
 from taps.data import Conversation, Source, load_source
 from taps.prompts import PromptFormat, load_format
 from taps.target import TargetModel, load_target_spec
+from taps.train_config import TrainConfig
 
 
 def add_target_arg(parser: argparse.ArgumentParser) -> None:
@@ -74,3 +76,15 @@ def benchmark_prompts(args: argparse.Namespace) -> list[Prompt]:
 def prompt_format(args: argparse.Namespace, tokenizer) -> PromptFormat:
     """The benchmark's prompt format: few-shot exemplars and stop strings for a base target."""
     return load_format(tokenizer, args.fewshot.strip() or None)
+
+
+def train_config(settings: dict, warm_start: str | None = None) -> TrainConfig:
+    """The config's train entry as a TrainConfig; an unknown key names itself and the known ones."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise SystemExit(f"unknown train setting(s) {unknown}; known: {sorted(known)}")
+    settings = {**settings, "warm_start": warm_start or None}
+    if isinstance(settings.get("betas"), list):
+        settings["betas"] = tuple(settings["betas"])
+    return TrainConfig(**settings)

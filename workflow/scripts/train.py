@@ -11,24 +11,11 @@ import os
 import torch
 import torch.distributed as dist
 
-from common import add_settings_arg, add_target_args, open_target
+from common import add_settings_arg, add_target_args, open_target, train_config
 from taps.online import OnlineFeatures
 from taps.shards import FeatureMixture
 from taps.train import train_drafter
-from taps.train_config import TrainConfig
 from taps.vocab import load_vocab
-
-
-def train_config(settings: dict, warm_start: str) -> TrainConfig:
-    """The config's train entry as a TrainConfig; an unknown key names itself and the known ones."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise SystemExit(f"unknown train setting(s) {unknown}; known: {sorted(known)}")
-    settings = {**settings, "warm_start": warm_start or None}
-    if isinstance(settings.get("betas"), list):
-        settings["betas"] = tuple(settings["betas"])
-    return TrainConfig(**settings)
 
 
 def start_processes(args: argparse.Namespace) -> None:
