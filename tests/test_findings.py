@@ -15,7 +15,7 @@ from taps.verdicts import decide
 
 BENCHES = ["mt_bench", "gsm8k", "math500", "svamp"]
 KINDS = {"route-confidence": "route-confidence", "route-entropy": "route-entropy", "merged-paper": "merged-tree",
-         "merged-equal": "merged-tree"}
+         "merged-equal": "merged-tree", "select-leader": "select-leader", "select-ucb": "select-ucb"}
 
 
 def _t(chat: float, math: float) -> tuple:
@@ -29,7 +29,9 @@ BASE = {"math": _t(2.0, 4.0), "chat": _t(3.5, 2.5), "mixed-160+160": _t(3.0, 3.5
         # single drafters at the merged tree's node budget: (e) at equal verification work
         "math@119": _t(2.1, 4.1), "chat@119": _t(3.6, 2.6), "mixed-320+320@119": _t(3.3, 3.8),
         # (i): experts from other initialisations and the midpoints of their interpolation lines
-        "chat-s1": _t(3.5, 2.5), "math-s1": _t(2.0, 4.0), "independent@0.5": _t(1.0, 1.0), "control@0.5": _t(1.2, 1.2)}
+        "chat-s1": _t(3.5, 2.5), "math-s1": _t(2.0, 4.0), "independent@0.5": _t(1.0, 1.0), "control@0.5": _t(1.2, 1.2),
+        # (j): one drafter per cycle; select-leader is the best (domain-balanced 3.75 against routing's 3.65)
+        "select-leader": _t(3.6, 3.9), "select-ucb": _t(3.0, 3.6)}
 LINES = Roles(interpolations={"shared": {"0": "math", "0.5": "averaged", "1": "chat"},  # string alphas, as JSON has them
                               "independent": {0: "math", 0.5: "independent@0.5", 1: "chat-s1"},
                               "control": {0: "math", 0.5: "control@0.5", 1: "math-s1"}})
@@ -230,6 +232,8 @@ CASES = {  # claim -> {verdict: (tau overrides, swing)}
           "inconclusive": ({"independent@0.5": BASE["averaged"]}, {"independent@0.5": 1.0})},
     "h": {"not reproduced": ({"merged-equal": _t(2.0, 2.0)}, {}),
           "inconclusive": ({"merged-equal": BASE["mixed-320+320"]}, {"merged-equal": 1.0})},
+    "j": {"not reproduced": ({"select-leader": _t(2.0, 2.0), "select-ucb": _t(1.5, 1.5)}, {}),
+          "inconclusive": ({"select-leader": BASE["route-confidence"]}, {"select-leader": 1.0})},
 }
 
 
@@ -255,7 +259,8 @@ def test_the_base_setting_reproduces_every_claim(verdicts):
     assert list(base.index) == list(CLAIMS)
     assert (base.verdict == "reproduced").all()
     counts = comparisons[comparisons.backbone == "base"].groupby("claim").size()
-    assert counts.to_dict() == {"a": 4, "b": 4, "c": 8, "d": 5, "e": 7, "e2": 3, "f": 1, "g": 4, "h": 1, "i": 2}
+    assert counts.to_dict() == {"a": 4, "b": 4, "c": 8, "d": 5, "e": 7, "e2": 3, "f": 1, "g": 4, "h": 1, "i": 2,
+                                "j": 2}
     assert (base.comparisons == counts).all()
     deciding = comparisons[(comparisons.backbone == "base") & comparisons.decides]
     assert (deciding.verdict == "reproduced").all() and deciding.groupby("claim").size()["d"] == 2
@@ -383,7 +388,7 @@ def test_p_holm_is_holm_over_each_claims_deciding_rows(verdicts):
 def test_fewer_paired_prompts_than_min_prompts_is_not_evaluated_with_n():
     claims, comparisons = findings(prompt_frame(prompts=6), None, n_boot=200)
     assert (claims.verdict == "not evaluated").all() and comparisons.empty
-    assert claims.reason.str.startswith("n = 6 paired prompts on ").sum() == 7  # (f), (g): no routed cycles
+    assert claims.reason.str.startswith("n = 6 paired prompts on ").sum() == 8  # (f), (g): no routed cycles
     claims, _ = findings(prompt_frame(prompts=6), None, Roles(min_prompts=6), n_boot=200)
     assert _claim(claims, "a").verdict == "reproduced"
     # chat ran only 8 of GSM8K's 30 prompts: claims pairing it on GSM8K have n = 8, the others are evaluated
@@ -436,6 +441,23 @@ def test_claim_d_is_decided_on_the_domain_balanced_mean_with_oracle_and_plain_me
         assert d.loc[text, "diff"] == pytest.approx(diff, abs=0.03)
     assert d.loc[list(expected)[2:], "p_holm"].isna().all()
     assert _claim(claims, "d").verdict == "reproduced"
+
+
+def test_claim_j_faces_routing_with_the_selection_best_in_domain_balanced_tau_and_reports_the_oracle():
+    # select-ucb has the higher plain mean (3.875 against 3.825), select-leader the higher domain-balanced one
+    # (3.75 against 3.45): the claim is decided on the balanced mean, so select-leader is the one compared
+    taus = {"select-leader": _t(3.6, 3.9), "select-ucb": _t(2.6, 4.3)}
+    claims, comparisons = findings(prompt_frame(taus), None, n_boot=1000)
+    j = comparisons[comparisons.claim == "j"].set_index("comparison")
+    vs_routing = "select-leader (best of select-leader, select-ucb) vs route-confidence: domain-balanced mean tau"
+    vs_oracle = "select-leader vs oracle (matched expert per benchmark): domain-balanced mean tau"
+    assert list(j.index) == [vs_routing, vs_oracle]
+    assert j.loc[vs_routing, "decides"] and not j.loc[vs_oracle, "decides"]
+    assert j.loc[vs_routing, "diff"] == pytest.approx(3.75 - 3.65, abs=0.03)
+    assert j.loc[vs_oracle, "diff"] == pytest.approx(3.75 - (3.5 + 4.0) / 2, abs=0.03)
+    assert _claim(claims, "j").verdict == "reproduced"
+    no_selection = _claim(findings(prompt_frame(drop=("select-leader", "select-ucb")), None, n_boot=100)[0], "j")
+    assert no_selection.reason == "absent (or not on every benchmark): select-leader, select-ucb"
 
 
 def test_claim_i_needs_the_three_interpolation_lines_at_their_midpoint():

@@ -106,6 +106,7 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
     claims = pd.read_parquet(results / "findings.parquet")
     assert list(claims.claim.unique()) == list(CLAIMS) and "## (a)" in (results / "findings.md").read_text()
     assert "interpolations shared, independent and control" not in " ".join(claims.reason)  # (i) read the lines
+    assert (claims[(claims.claim == "j") & (claims.temperature == 0)].reason == "").all()  # (j): the selections
     report = _snakemake("--configfile", "config/smoke.yaml", "--config", f"results={results}", f"data_dir={DATA}",
                         "--report", str(results / "report.html"))
     assert report.returncode == 0, report.stderr[-4000:]

@@ -1,12 +1,13 @@
-"""The paper's claims (a)-(i): which composition plays which part (Roles), and the comparisons of each claim.
+"""The paper's claims (a)-(g) and ours ((e2), (h), (i), (j)): which composition plays which part (Roles), and the
+comparisons of each claim.
 
 A claim's builder reads one setting (`Setting`: a target, backbone and temperature, its per-prompt counts, the
 compositions evaluated on every benchmark, the routed cycles replay scored) and returns its comparisons (`Spec`s),
-or the reason it cannot be evaluated (a composition it needs is absent). Claims (a)-(e2), (h) and (i) compare taus
-across runs (`taps.comparisons`); (f) and (g) compare trees on the same cycles (`taps.same_contexts`). Each claim's
-compositions are named in Roles (config `findings`), never "every other composition". Some comparisons are
-reported without deciding (`decides` False, read at their own p): claim (d)'s plain-mean rows and its
-routing-vs-oracle row. CLAIMS registers the builders by letter with their statements; `taps.findings` turns their
+or the reason it cannot be evaluated (a composition it needs is absent). Claims (a)-(e2), (h), (i) and (j) compare
+taus across runs (`taps.comparisons`); (f) and (g) compare trees on the same cycles (`taps.same_contexts`). Each
+claim's compositions are named in Roles (config `findings`), never "every other composition". Some comparisons are
+reported without deciding (`decides` False, read at their own p): claim (d)'s plain-mean rows and the vs-oracle
+rows of (d) and (j). CLAIMS registers the builders by letter with their statements; `taps.findings` turns their
 comparisons into verdicts.
 """
 
@@ -46,6 +47,8 @@ class Roles:
     merged_work_rivals: list[str] = field(default_factory=lambda: ["math@119", "chat@119", "mixed-320+320@119"])
     # claim (h): the single drafters among which the best is chosen
     singles: list[str] = field(default_factory=lambda: ["math", "chat", "mixed-160+160", "mixed-320+320", "averaged"])
+    # claim (j): compositions drafting with one drafter per cycle; the best faces `route_confidence`
+    selections: list[str] = field(default_factory=lambda: ["select-leader", "select-ucb"])
     min_cycles: int = 20  # claim (g): fewest cycles of a benchmark where both experts reached step `depth_step`
     depth_step: int = 3  # claim (g): the step k compared with step 1 (fixed, not chosen from the data)
     min_prompts: int = 10  # fewest paired prompts on every benchmark a claim uses; fewer: "not evaluated"
@@ -89,9 +92,16 @@ class Setting:
     def worst(self, t: Taus, c: str) -> np.ndarray:
         return np.min([t[(c, b)] for b in self.benches], axis=0)
 
+    def point_taus(self, c: str) -> dict[tuple[str, str], float]:
+        """c's tau on each benchmark (sums over the benchmark's prompts)."""
+        return {(c, b): np.nansum(tok[:, comps.index(c)]) / np.nansum(pas[:, comps.index(c)])
+                for b, (comps, tok, pas) in self.counts.items()}
+
     def point_mean(self, c: str) -> float:
-        return float(np.mean([np.nansum(tok[:, comps.index(c)]) / np.nansum(pas[:, comps.index(c)])
-                              for comps, tok, pas in self.counts.values()]))
+        return float(np.mean(list(self.point_taus(c).values())))
+
+    def point_balanced(self, c: str) -> float:
+        return float(self.balanced(self.point_taus(c), c))
 
     def spec(self, text: str, a: str, b: str, compositions: list[str], statistic: Callable[[Taus], np.ndarray],
              benches: list[str] | None = None, decides: bool = True) -> Spec:
@@ -165,14 +175,21 @@ def _claim_d(s: Setting) -> list[Spec] | str:
         return _absent(s.missing([rc] + experts))
     specs = [s.beats(f"{rc} vs {e}: domain-balanced mean tau", rc, e, s.balanced) for e in experts]
     specs += [s.beats(f"{rc} vs {e}: mean tau", rc, e, s.mean, decides=False) for e in experts]
+    return specs + _vs_oracle(s, rc)
+
+
+def _vs_oracle(s: Setting, c: str) -> list[Spec]:
+    """c against the oracle (the matched expert on every benchmark of known domain), domain-balanced; reported,
+    not deciding; none when no benchmark has a matched expert."""
+    experts = list(s.roles.experts.values())
     expert_of = {b: s.roles.experts.get(s.roles.domains.get(b)) for b in s.benches}  # None: no matched expert
-    if any(expert_of.values()):
-        def routing_minus_oracle(t):
-            return s.balanced(t, lambda b: rc if expert_of[b] else None) - s.balanced(t, expert_of.get)
-        specs.append(s.spec(f"{rc} vs oracle (matched expert per benchmark): domain-balanced mean tau", rc,
-                            "oracle", [rc] + experts, routing_minus_oracle, [b for b in s.benches if expert_of[b]],
-                            decides=False))
-    return specs
+    if not any(expert_of.values()):
+        return []
+
+    def minus_oracle(t):
+        return s.balanced(t, lambda b: c if expert_of[b] else None) - s.balanced(t, expert_of.get)
+    return [s.spec(f"{c} vs oracle (matched expert per benchmark): domain-balanced mean tau", c, "oracle",
+                   [c] + experts, minus_oracle, [b for b in s.benches if expert_of[b]], decides=False)]
 
 
 def _claim_e(s: Setting) -> list[Spec] | str:
@@ -209,6 +226,17 @@ def _claim_i(s: Setting) -> list[Spec] | str:
                     shared, independent, s.mean),
             s.beats(f"{expert} vs {control}: mean tau (an expert vs its average with a same-data copy from another "
                     "initialisation)", expert, control, s.mean)]
+
+
+def _claim_j(s: Setting) -> list[Spec] | str:
+    """The best selection (domain-balanced point tau, chosen on the full data and held fixed in the bootstrap)
+    against confidence routing; the best selection against the oracle is reported beside it."""
+    rc, selections, experts = s.roles.route_confidence, s.roster(s.roles.selections), list(s.roles.experts.values())
+    if s.missing([rc] + experts) or not selections:
+        return _absent(s.missing([rc] + experts) or s.roles.selections)
+    best = max(selections, key=s.point_balanced)
+    return [s.beats(f"{best} (best of {', '.join(selections)}) vs {rc}: domain-balanced mean tau", best, rc,
+                    s.balanced)] + _vs_oracle(s, best)
 
 
 def _routed_cycles(s: Setting) -> pd.DataFrame | str:
@@ -284,5 +312,10 @@ CLAIMS: dict[str, tuple[str, Callable[[Setting], list[Spec] | str]]] = {
     "i": ("ours: averaging fails when the experts start from different initialisations: the experts' midpoint "
           "from one initialisation beats the midpoint from two, and an expert beats its midpoint with a same-data "
           "copy from another initialisation (mean tau; config interpolations)", _claim_i),
+    "j": ("ours: one drafter per cycle, chosen from the acceptance seen so far, keeps confidence routing's tau at "
+          "half its drafting: the best of the selections (findings.selections; chosen on the full data, held fixed "
+          "in the bootstrap) beats route-confidence, which drafts with both experts every cycle, in domain-balanced "
+          "mean tau (equivalent: matches it)", _claim_j),
 }
-ROSTERS = {"c": "averaged_rivals", "e": "merged_rivals", "e2": "merged_work_rivals", "h": "singles"}  # claim -> roster
+ROSTERS = {"c": "averaged_rivals", "e": "merged_rivals", "e2": "merged_work_rivals", "h": "singles",
+           "j": "selections"}  # claim -> roster

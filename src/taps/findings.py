@@ -63,7 +63,7 @@ def _too_few(specs: list[Spec], min_prompts: int) -> str:
 
 def findings(P: pd.DataFrame, R: pd.DataFrame | None = None, roles: Roles = Roles(), seed: int = 0,
              n_boot: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Verdicts on claims (a)-(i) per (target, backbone, temperature): (claims_df, comparisons_df).
+    """Verdicts on claims (a)-(j) per (target, backbone, temperature): (claims_df, comparisons_df).
     P: per-prompt counts (`taps.aggregate.prompt_rows`); R: routed cycles (`routing_rows`) for (f) and (g)."""
     claims, comparisons = [], []
     for key, p in P.groupby(SETTING, sort=True):
@@ -121,18 +121,20 @@ def findings_markdown(claims: pd.DataFrame, comparisons: pd.DataFrame, roles: Ro
              "- compositions are named per claim (config `findings`): (c) averaged_rivals: "
              f"{', '.join(roles.averaged_rivals)}; (e) merged_rivals: {', '.join(roles.merged_rivals)}; (e2) "
              f"merged_work_rivals: {', '.join(roles.merged_work_rivals) or 'none'}; (h) singles: "
-             f"{', '.join(roles.singles)}; a name not evaluated in a setting is skipped and the summary says which "
-             "were compared;",
+             f"{', '.join(roles.singles)}; (j) selections: {', '.join(roles.selections) or 'none'}; a name not "
+             "evaluated in a setting is skipped and the summary says which were compared;",
              "- (d) is decided on the domain-balanced mean (mean over domains of the mean over the domain's "
              "benchmarks); its plain-mean and routing-vs-oracle (matched expert per benchmark) rows are reported, "
-             "not deciding (decides = no, read at their own p);",
+             "not deciding (decides = no, read at their own p); so is (j), against route-confidence, with its "
+             "selection-vs-oracle row reported;",
              f"- (f) and (g) read the cycles of {roles.route_confidence} that replay scored: both drafters' "
              "trees on the same contexts, cycles cut by the turn's end left out; (f) compares the tree each signal "
              f"would keep, (g) the experts' log-odds of acceptance at step {roles.depth_step} minus step 1 on the "
              f"cycles where both reached the step (at least {roles.min_cycles}); (g) has no equivalence margin;",
-             "- (e2) and (i) go beyond the paper: (e) with the rivals given the merged tree's node budget, and "
-             "averaging's dependence on the experts' initialisations (interpolation lines "
-             f"{', '.join(roles.interpolations) or 'none configured'}; figure interpolation).", ""]
+             "- (e2), (h), (i) and (j) go beyond the paper: (e) with the rivals given the merged tree's node budget, "
+             "merged trees at one drafter's budget, averaging's dependence on the experts' initialisations "
+             f"(interpolation lines {', '.join(roles.interpolations) or 'none configured'}; figure interpolation), "
+             "and one drafter per cycle against routing's two.", ""]
     for letter, (statement, _) in CLAIMS.items():
         lines += [f"## ({letter}) {statement}", ""]
         for row in claims[claims.claim == letter].itertuples():

@@ -1,0 +1,130 @@
+"""Configured compositions timed side by side on a finished run's drafters: the wall clock the DAG does not measure.
+
+    python benchmarks/composition_speed.py --results results \
+        --compositions route-confidence select-leader math [--backbone eagle2] [--prompts 3] [--threads 1]
+
+The DAG times a few compositions (evaluate.timed_compositions). This times any configured ones, as the
+evaluation would: T=0, the config's tree (a composition's own `tree`, or rule tune_tree's choice), its
+max_new_tokens and few-shot exemplars, on the first `--prompts` of every benchmark's evaluated sample (the
+DAG's timed prompts). Every turn runs the vanilla loop once, then each composition's engine in turn
+(`taps.evaluate.evaluate_many` without replay), so a change in the machine's load touches all alike; greedy
+outputs must equal the target's (it raises otherwise). Printed per composition: decode tokens/s (prefill
+excluded), its speedup over vanilla (mean over benchmarks of the tokens/s ratio), tau, drafter steps per pass,
+and its tokens/s against the first composition's (mean over benchmarks of the ratio); CIs are 95% bootstraps
+over prompts, resampled within each benchmark. Run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from taps.benchmarks import benchmark_from_config, load_prompts
+from taps.compose import compose, proposers_for
+from taps.drafter import Drafter
+from taps.evaluate import EvalConfig, evaluate_many
+from taps.intermediates import read_json
+from taps.metrics import paired_ratio_bootstrap
+from taps.prompts import load_format
+from taps.tables import fmt_ci
+from taps.target import load_target_spec
+from taps.tree import TreeConfig
+
+
+def tree_of(spec: dict, evaluate: dict, tuned_json: str) -> TreeConfig:
+    """A composition's tree, as the evaluation builds it."""
+    if spec.get("tree") == "tuned":
+        return TreeConfig(**read_json(tuned_json, "tuned tree (rule tune_tree)")["tree"])
+    return TreeConfig(**{**evaluate.get("tree", {}), **spec.get("tree", {})})
+
+
+def mean_ratio(turns: pd.DataFrame, a: str, b: str, seed: int) -> tuple[float, float, float]:
+    """Mean over benchmarks of a's decode tokens/s over b's ("vanilla": the vanilla loop's), with its CI."""
+    num, den, strata = {}, {}, {}
+    for bench, rows in turns.groupby("benchmark", sort=False):
+        per_prompt = rows.groupby(["composition", "prompt"], sort=False)[
+            ["new_tokens", "seconds", "vanilla_new_tokens", "vanilla_seconds"]].sum()
+        for side in (a, b):  # vanilla's turns are the same rows beside every composition: read a's
+            vanilla = side == "vanilla"
+            tokens, seconds = ("vanilla_new_tokens", "vanilla_seconds") if vanilla else ("new_tokens", "seconds")
+            own = per_prompt.loc[a if vanilla else side]
+            num[(side, bench)], den[(side, bench)], strata[(side, bench)] = own[tokens], own[seconds], bench
+    benches = list(dict.fromkeys(turns.benchmark))
+    return paired_ratio_bootstrap(num, den, strata,
+                                  lambda r: np.mean([r[(a, x)] / r[(b, x)] for x in benches], axis=0), seed=seed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", required=True, help="a finished run's results directory")
+    parser.add_argument("--config", default="config/config.yaml", help="the run's config")
+    parser.add_argument("--compositions", nargs="+", required=True, help="configured compositions; the first is "
+                        "the one the others are compared with")
+    parser.add_argument("--target", default="gemma-3-270m")
+    parser.add_argument("--backbone", default="eagle2")
+    parser.add_argument("--benchmarks", nargs="+", default=None, help="default: the config's")
+    parser.add_argument("--prompts", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the config's")
+    parser.add_argument("--threads", type=int, default=1, help="the evaluation's is 1")
+    args = parser.parse_args()
+    with open(args.config) as f:
+        config = yaml.safe_load(f)
+    evaluate = config["evaluate"]
+    unknown = [c for c in args.compositions if c not in evaluate["compositions"]]
+    if unknown:
+        parser.error(f"not in {args.config}'s evaluate.compositions: {', '.join(unknown)}")
+    specs = {c: evaluate["compositions"][c] for c in args.compositions}
+    if args.prompts < 1 or args.prompts > evaluate["prompts"]:
+        parser.error(f"--prompts must be 1..{evaluate['prompts']} (the evaluated sample), got {args.prompts}")
+    torch.set_num_threads(args.threads)
+    r, t, b = args.results, args.target, args.backbone
+    target = load_target_spec(f"{r}/targets/{t}/target.json", device="cpu")
+    names = sorted({d for spec in specs.values() for d in spec["drafters"]})
+    drafters = {d: Drafter.load(f"{r}/drafters/{t}/{b}/{d}/drafter", target) for d in names}
+    trees = {c: tree_of(spec, evaluate, f"{r}/tune/{t}/{b}/{spec['drafters'][0]}.json") for c, spec in specs.items()}
+    proposers = {c: compose(spec["composition"], proposers_for([drafters[d] for d in spec["drafters"]], trees[c]),
+                            **spec.get("options", {}))
+                 for c, spec in specs.items()}
+    config_eval = EvalConfig(0.0, args.max_new_tokens or evaluate.get("max_new_tokens", 128), config["seed"],
+                             replay=False, timed_prompts=args.prompts)
+    frames = []
+    for i, bench in enumerate(args.benchmarks or list(evaluate["benchmarks"])):
+        prompts = load_prompts(benchmark_from_config(bench, evaluate["benchmarks"].get(bench)), config["data_dir"],
+                               limit=evaluate["prompts"], seed=config["seed"])[:args.prompts]
+        source = evaluate.get("fewshot", {}).get(bench)
+        fewshot = f"{r}/prompts/{t}/{source}.json" if source else None
+        if fewshot and not os.path.exists(fewshot):
+            raise SystemExit(f"{fewshot} is missing: run the DAG's fewshot rule for {source} first")
+        fmt = load_format(target.tokenizer, fewshot)
+        if i == 0:  # first calls pay one-off costs (allocator, lazy init): a short untimed run first
+            evaluate_many(target, proposers, prompts[:1], dataclasses.replace(config_eval, max_new_tokens=8), fmt=fmt,
+                          progress=False)
+        rows = evaluate_many(target, proposers, prompts, config_eval, fmt=fmt)
+        frames += [pd.DataFrame(rows[c].turns).assign(composition=c) for c in proposers]
+    turns = pd.concat(frames, ignore_index=True)
+    first = args.compositions[0]
+    lines = []
+    for c in args.compositions:
+        own = turns[turns.composition == c]
+        lines.append({"composition": c, "tree": "{total_tokens}/{depth}/{top_k}".format(**vars(trees[c])),
+                      "tokens/s": own.new_tokens.sum() / own.seconds.sum(),
+                      "vanilla tokens/s": own.vanilla_new_tokens.sum() / own.vanilla_seconds.sum(),
+                      "speedup": fmt_ci(*mean_ratio(turns, c, "vanilla", config["seed"])) + "x",
+                      "tau": own.new_tokens.sum() / own.passes.sum(),
+                      "drafter steps/pass": own.drafter_steps.sum() / own.passes.sum(),
+                      f"vs {first}": fmt_ci(*mean_ratio(turns, c, first, config["seed"])) + "x",
+                      "identical": f"{int(own.identical.sum())} of {len(own)}"})
+    benches = turns.benchmark.nunique()
+    print(f"{args.prompts} prompts x {benches} benchmarks ({len(turns) // len(proposers)} turns), T=0, "
+          f"{args.threads} thread(s), {t} / {b}, drafters of {r}")
+    print(pd.DataFrame(lines).to_string(index=False, float_format="%.2f"))
+
+
+if __name__ == "__main__":
+    main()
