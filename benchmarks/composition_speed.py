@@ -3,15 +3,17 @@
     python benchmarks/composition_speed.py --results results \
         --compositions route-confidence select-leader math [--backbone eagle2] [--prompts 3] [--threads 1]
 
-The DAG times a few compositions (evaluate.timed_compositions). This times any configured ones, as the
-evaluation would: T=0, the config's tree (a composition's own `tree`, or rule tune_tree's choice), its
-max_new_tokens and few-shot exemplars, on the first `--prompts` of every benchmark's evaluated sample (the
-DAG's timed prompts). Every turn runs the vanilla loop once, then each composition's engine in turn
-(`taps.evaluate.evaluate_many` without replay), so a change in the machine's load touches all alike; greedy
-outputs must equal the target's (it raises otherwise). Printed per composition: decode tokens/s (prefill
-excluded), its speedup over vanilla (mean over benchmarks of the tokens/s ratio), tau, drafter steps per pass,
-and its tokens/s against the first composition's (mean over benchmarks of the ratio); CIs are 95% bootstraps
-over prompts, resampled within each benchmark. Run it on an idle machine.
+The DAG times a few compositions (evaluate.timed_compositions). This times any configured ones as the evaluation
+runs them: T=0, the config's device, tree (a composition's own `tree`, or rule tune_tree's choice),
+max_new_tokens, fp32_logits, on_mismatch, prefix cache and few-shot exemplars, on the first `--prompts` of every
+benchmark's evaluated sample (the DAG's timed prompts). Every turn runs the vanilla loop once, then each
+composition's engine in turn (`taps.evaluate.evaluate_many` without replay), so a change in the machine's load
+touches all alike; at T=0 outputs are checked against the target's greedy output (on_mismatch). Printed per
+composition: its tree; decode tokens/s (prefill excluded) and vanilla's over all timed turns; the speedup over
+vanilla (mean over benchmarks of the tokens/s ratio); tau and drafter steps per pass (mean over benchmarks); its
+tokens/s against the first composition's (mean over benchmarks of the ratio); the turns whose output equalled the
+target's. CIs are 95% bootstraps over prompts, resampled within each benchmark. `--out` keeps the turn rows
+(Parquet). Run it on an idle machine.
 """
 
 from __future__ import annotations
@@ -60,18 +62,72 @@ def mean_ratio(turns: pd.DataFrame, a: str, b: str, seed: int) -> tuple[float, f
                                   lambda r: np.mean([r[(a, x)] / r[(b, x)] for x in benches], axis=0), seed=seed)
 
 
+def timed_turns(config: dict, args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, TreeConfig]]:
+    """Every timed turn of every composition (the turn rows of `evaluate_many`), and the compositions' trees."""
+    evaluate, r, t, b = config["evaluate"], args.results, args.target, args.backbone
+    specs = {c: evaluate["compositions"][c] for c in args.compositions}
+    torch.set_num_threads(args.threads)
+    target = load_target_spec(f"{r}/targets/{t}/target.json", device=config.get("device", "auto"),
+                              fp32_logits=evaluate.get("fp32_logits", False))
+    released = config["targets"].get(t, {}).get("released", {}).get(b, {})
+    drafters = {d: Drafter.load(f"{r}/{'released' if d in released else 'drafters'}/{t}/{b}/{d}/drafter", target)
+                for d in sorted({d for spec in specs.values() for d in spec["drafters"]})}
+    trees = {c: tree_of(spec, evaluate, f"{r}/tune/{t}/{b}/{spec['drafters'][0]}.json") for c, spec in specs.items()}
+    proposers = {c: compose(spec["composition"], proposers_for([drafters[d] for d in spec["drafters"]], trees[c]),
+                            **spec.get("options", {}))
+                 for c, spec in specs.items()}
+    settings = EvalConfig(0.0, evaluate.get("max_new_tokens", EvalConfig.max_new_tokens), config["seed"],
+                          replay=False, timed_prompts=args.prompts,
+                          on_mismatch=evaluate.get("on_mismatch", EvalConfig.on_mismatch),
+                          prefix_cache=evaluate.get("prefix_cache", EvalConfig.prefix_cache))
+    frames = []
+    for i, bench in enumerate(args.benchmarks or list(evaluate["benchmarks"])):
+        prompts = load_prompts(benchmark_from_config(bench, evaluate["benchmarks"].get(bench)),
+                               args.data_dir or config["data_dir"], limit=evaluate["prompts"],
+                               seed=config["seed"])[:args.prompts]
+        source = evaluate.get("fewshot", {}).get(bench)
+        fewshot = f"{r}/prompts/{t}/{source}.json" if source else None
+        if fewshot and not os.path.exists(fewshot):
+            raise SystemExit(f"{fewshot} is missing: run the DAG's fewshot rule for {source} first")
+        fmt = load_format(target.tokenizer, fewshot)
+        if i == 0:  # first calls pay one-off costs (allocator, lazy init): a short untimed run first
+            evaluate_many(target, proposers, prompts[:1], dataclasses.replace(settings, max_new_tokens=8), fmt=fmt,
+                          progress=False)
+        rows = evaluate_many(target, proposers, prompts, settings, fmt=fmt)
+        frames += [pd.DataFrame(rows[c].turns).assign(composition=c) for c in proposers]
+    return pd.concat(frames, ignore_index=True), trees
+
+
+def summary(turns: pd.DataFrame, trees: dict[str, TreeConfig], seed: int) -> pd.DataFrame:
+    """One row per composition, in the order given; the first is the one the others are compared with."""
+    first, rows = next(iter(trees)), []
+    for c, tree in trees.items():
+        own = turns[turns.composition == c]
+        per_bench = own.groupby("benchmark", sort=False)[["new_tokens", "passes", "drafter_steps"]].sum()
+        rows.append({"composition": c, "tree": f"{tree.total_tokens}/{tree.depth}/{tree.top_k}",
+                     "tokens/s": own.new_tokens.sum() / own.seconds.sum(),
+                     "vanilla tokens/s": own.vanilla_new_tokens.sum() / own.vanilla_seconds.sum(),
+                     "speedup": fmt_ci(*mean_ratio(turns, c, "vanilla", seed)) + "x",
+                     "tau": (per_bench.new_tokens / per_bench.passes).mean(),
+                     "drafter steps/pass": (per_bench.drafter_steps / per_bench.passes).mean(),
+                     f"vs {first}": fmt_ci(*mean_ratio(turns, c, first, seed)) + "x",
+                     "identical": f"{int(own.identical.sum())} of {len(own)}"})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", required=True, help="a finished run's results directory")
     parser.add_argument("--config", default="config/config.yaml", help="the run's config")
     parser.add_argument("--compositions", nargs="+", required=True, help="configured compositions; the first is "
                         "the one the others are compared with")
-    parser.add_argument("--target", default="gemma-3-270m")
+    parser.add_argument("--target", required=True, help="a target of the config, e.g. gemma-3-270m")
     parser.add_argument("--backbone", default="eagle2")
     parser.add_argument("--benchmarks", nargs="+", default=None, help="default: the config's")
+    parser.add_argument("--data-dir", default=None, help="default: the config's data_dir")
     parser.add_argument("--prompts", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the config's")
-    parser.add_argument("--threads", type=int, default=1, help="the evaluation's is 1")
+    parser.add_argument("--threads", type=int, default=1, help="the evaluation's is evaluate.threads")
+    parser.add_argument("--out", default=None, help="write the turn rows here (Parquet)")
     args = parser.parse_args()
     with open(args.config) as f:
         config = yaml.safe_load(f)
@@ -79,51 +135,18 @@ def main() -> None:
     unknown = [c for c in args.compositions if c not in evaluate["compositions"]]
     if unknown:
         parser.error(f"not in {args.config}'s evaluate.compositions: {', '.join(unknown)}")
-    specs = {c: evaluate["compositions"][c] for c in args.compositions}
-    if args.prompts < 1 or args.prompts > evaluate["prompts"]:
+    elsewhere = [c for c in args.compositions if args.backbone not in evaluate["compositions"][c].get(
+        "backbones", [args.backbone])]
+    if elsewhere:
+        parser.error(f"not evaluated on backbone {args.backbone} (their `backbones`): {', '.join(elsewhere)}")
+    if not 1 <= args.prompts <= evaluate["prompts"]:
         parser.error(f"--prompts must be 1..{evaluate['prompts']} (the evaluated sample), got {args.prompts}")
-    torch.set_num_threads(args.threads)
-    r, t, b = args.results, args.target, args.backbone
-    target = load_target_spec(f"{r}/targets/{t}/target.json", device="cpu")
-    names = sorted({d for spec in specs.values() for d in spec["drafters"]})
-    drafters = {d: Drafter.load(f"{r}/drafters/{t}/{b}/{d}/drafter", target) for d in names}
-    trees = {c: tree_of(spec, evaluate, f"{r}/tune/{t}/{b}/{spec['drafters'][0]}.json") for c, spec in specs.items()}
-    proposers = {c: compose(spec["composition"], proposers_for([drafters[d] for d in spec["drafters"]], trees[c]),
-                            **spec.get("options", {}))
-                 for c, spec in specs.items()}
-    config_eval = EvalConfig(0.0, args.max_new_tokens or evaluate.get("max_new_tokens", 128), config["seed"],
-                             replay=False, timed_prompts=args.prompts)
-    frames = []
-    for i, bench in enumerate(args.benchmarks or list(evaluate["benchmarks"])):
-        prompts = load_prompts(benchmark_from_config(bench, evaluate["benchmarks"].get(bench)), config["data_dir"],
-                               limit=evaluate["prompts"], seed=config["seed"])[:args.prompts]
-        source = evaluate.get("fewshot", {}).get(bench)
-        fewshot = f"{r}/prompts/{t}/{source}.json" if source else None
-        if fewshot and not os.path.exists(fewshot):
-            raise SystemExit(f"{fewshot} is missing: run the DAG's fewshot rule for {source} first")
-        fmt = load_format(target.tokenizer, fewshot)
-        if i == 0:  # first calls pay one-off costs (allocator, lazy init): a short untimed run first
-            evaluate_many(target, proposers, prompts[:1], dataclasses.replace(config_eval, max_new_tokens=8), fmt=fmt,
-                          progress=False)
-        rows = evaluate_many(target, proposers, prompts, config_eval, fmt=fmt)
-        frames += [pd.DataFrame(rows[c].turns).assign(composition=c) for c in proposers]
-    turns = pd.concat(frames, ignore_index=True)
-    first = args.compositions[0]
-    lines = []
-    for c in args.compositions:
-        own = turns[turns.composition == c]
-        lines.append({"composition": c, "tree": "{total_tokens}/{depth}/{top_k}".format(**vars(trees[c])),
-                      "tokens/s": own.new_tokens.sum() / own.seconds.sum(),
-                      "vanilla tokens/s": own.vanilla_new_tokens.sum() / own.vanilla_seconds.sum(),
-                      "speedup": fmt_ci(*mean_ratio(turns, c, "vanilla", config["seed"])) + "x",
-                      "tau": own.new_tokens.sum() / own.passes.sum(),
-                      "drafter steps/pass": own.drafter_steps.sum() / own.passes.sum(),
-                      f"vs {first}": fmt_ci(*mean_ratio(turns, c, first, config["seed"])) + "x",
-                      "identical": f"{int(own.identical.sum())} of {len(own)}"})
-    benches = turns.benchmark.nunique()
-    print(f"{args.prompts} prompts x {benches} benchmarks ({len(turns) // len(proposers)} turns), T=0, "
-          f"{args.threads} thread(s), {t} / {b}, drafters of {r}")
-    print(pd.DataFrame(lines).to_string(index=False, float_format="%.2f"))
+    turns, trees = timed_turns(config, args)
+    if args.out:
+        turns.to_parquet(args.out)
+    print(f"{args.prompts} prompts x {turns.benchmark.nunique()} benchmarks ({len(turns) // len(trees)} turns), T=0, "
+          f"{args.threads} thread(s), {args.target} / {args.backbone}, drafters of {args.results}")
+    print(summary(turns, trees, config["seed"]).to_string(index=False, float_format="%.2f"))
 
 
 if __name__ == "__main__":

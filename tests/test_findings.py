@@ -397,6 +397,7 @@ def test_fewer_paired_prompts_than_min_prompts_is_not_evaluated_with_n():
     claims = findings(p, None, n_boot=200)[0].set_index("claim")
     assert claims.loc["a"].reason == "n = 8 paired prompts on GSM8K, fewer than min_prompts = 10"
     assert claims.loc["h"].verdict == "reproduced"  # merged-equal vs mixed-320+320: chat is not compared
+    assert claims.loc["j"].verdict == "reproduced"  # chat pairs only in the oracle row, which does not decide
 
 
 def test_rosters_name_every_composition_compared_and_skip_absent_ones():
@@ -418,7 +419,8 @@ def test_roles_defaults_are_the_config_findings_section_and_name_config_composit
     assert Roles(**config["findings"]) == Roles()
     compositions = set(config["evaluate"]["compositions"])
     roles = Roles()
-    for roster in (roles.averaged_rivals, roles.merged_rivals, roles.singles, roles.mixtures):
+    for roster in (roles.averaged_rivals, roles.merged_rivals, roles.merged_work_rivals, roles.singles,
+                   roles.selections, roles.mixtures):
         assert set(roster) <= compositions
     assert roles.averaged not in roles.averaged_rivals and roles.merged not in roles.merged_rivals
 
@@ -444,20 +446,26 @@ def test_claim_d_is_decided_on_the_domain_balanced_mean_with_oracle_and_plain_me
 
 
 def test_claim_j_faces_routing_with_the_selection_best_in_domain_balanced_tau_and_reports_the_oracle():
-    # select-ucb has the higher plain mean (3.875 against 3.825), select-leader the higher domain-balanced one
-    # (3.75 against 3.45): the claim is decided on the balanced mean, so select-leader is the one compared
-    taus = {"select-leader": _t(3.6, 3.9), "select-ucb": _t(2.6, 4.3)}
+    # select-ucb has the higher plain mean (3.95 against 3.875), select-leader the higher domain-balanced one
+    # (3.85 against 3.5): the claim is decided on the balanced mean, so select-leader is the one compared
+    taus = {"select-leader": _t(3.8, 3.9), "select-ucb": _t(2.6, 4.4)}
     claims, comparisons = findings(prompt_frame(taus), None, n_boot=1000)
     j = comparisons[comparisons.claim == "j"].set_index("comparison")
     vs_routing = "select-leader (best of select-leader, select-ucb) vs route-confidence: domain-balanced mean tau"
     vs_oracle = "select-leader vs oracle (matched expert per benchmark): domain-balanced mean tau"
     assert list(j.index) == [vs_routing, vs_oracle]
     assert j.loc[vs_routing, "decides"] and not j.loc[vs_oracle, "decides"]
-    assert j.loc[vs_routing, "diff"] == pytest.approx(3.75 - 3.65, abs=0.03)
-    assert j.loc[vs_oracle, "diff"] == pytest.approx(3.75 - (3.5 + 4.0) / 2, abs=0.03)
+    assert j.loc[vs_routing, "diff"] == pytest.approx(3.85 - 3.65, abs=0.03)
+    assert j.loc[vs_oracle, "diff"] == pytest.approx(3.85 - (3.5 + 4.0) / 2, abs=0.03)
     assert _claim(claims, "j").verdict == "reproduced"
     no_selection = _claim(findings(prompt_frame(drop=("select-leader", "select-ucb")), None, n_boot=100)[0], "j")
     assert no_selection.reason == "absent (or not on every benchmark): select-leader, select-ucb"
+    assert "names no composition" in _claim(findings(prompt_frame(), None, Roles(selections=[]), n_boot=100)[0],
+                                            "j").reason
+    # the experts are only the oracle's: without chat, (j) is decided all the same, with no oracle row
+    claims, comparisons = findings(prompt_frame(drop=("chat",)), None, n_boot=200)
+    assert _claim(claims, "j").verdict == "reproduced"
+    assert list(comparisons[comparisons.claim == "j"].comparison) == [vs_routing]
 
 
 def test_claim_i_needs_the_three_interpolation_lines_at_their_midpoint():

@@ -231,12 +231,15 @@ def _claim_i(s: Setting) -> list[Spec] | str:
 def _claim_j(s: Setting) -> list[Spec] | str:
     """The best selection (domain-balanced point tau, chosen on the full data and held fixed in the bootstrap)
     against confidence routing; the best selection against the oracle is reported beside it."""
-    rc, selections, experts = s.roles.route_confidence, s.roster(s.roles.selections), list(s.roles.experts.values())
-    if s.missing([rc] + experts) or not selections:
-        return _absent(s.missing([rc] + experts) or s.roles.selections)
+    rc, selections = s.roles.route_confidence, s.roster(s.roles.selections)
+    if not s.roles.selections:
+        return "findings.selections names no composition drafting with one drafter per cycle"
+    if rc not in s.present or not selections:
+        return _absent(s.missing([rc]) or s.roles.selections)
     best = max(selections, key=s.point_balanced)
-    return [s.beats(f"{best} (best of {', '.join(selections)}) vs {rc}: domain-balanced mean tau", best, rc,
-                    s.balanced)] + _vs_oracle(s, best)
+    specs = [s.beats(f"{best} (best of {', '.join(selections)}) vs {rc}: domain-balanced mean tau", best, rc,
+                     s.balanced)]
+    return specs + ([] if s.missing(s.roles.experts.values()) else _vs_oracle(s, best))
 
 
 def _routed_cycles(s: Setting) -> pd.DataFrame | str:

@@ -1,4 +1,4 @@
-"""The paper's claims, each decided by calibrated paired tests rather than from point estimates.
+"""The paper's claims and ours, each decided by calibrated paired tests rather than from point estimates.
 
 A claim is a set of comparisons "A beats B" (`taps.claims`), each the paired difference of a statistic of tau
 with its calibrated 95% CI and p (`taps.comparisons`).
@@ -56,7 +56,9 @@ def _roster_note(s: Setting, letter: str) -> str:
 
 
 def _too_few(specs: list[Spec], min_prompts: int) -> str:
-    n, bench = min(spec.prompts for spec in specs)
+    """Why a claim is not evaluated: its deciding comparisons' fewest paired prompts on a benchmark (the rows it
+    only reports may pair fewer), or ""."""
+    n, bench = min(spec.prompts for spec in specs if spec.decides)
     return f"n = {n} paired prompts on {display_name(bench)}, fewer than min_prompts = {min_prompts}" \
         if n < min_prompts else ""
 
@@ -125,8 +127,8 @@ def findings_markdown(claims: pd.DataFrame, comparisons: pd.DataFrame, roles: Ro
              "evaluated in a setting is skipped and the summary says which were compared;",
              "- (d) is decided on the domain-balanced mean (mean over domains of the mean over the domain's "
              "benchmarks); its plain-mean and routing-vs-oracle (matched expert per benchmark) rows are reported, "
-             "not deciding (decides = no, read at their own p); so is (j), against route-confidence, with its "
-             "selection-vs-oracle row reported;",
+             "not deciding (decides = no, read at their own p); (j) is decided on the domain-balanced mean too, "
+             "against route-confidence, and its selection-vs-oracle row is reported, not deciding;",
              f"- (f) and (g) read the cycles of {roles.route_confidence} that replay scored: both drafters' "
              "trees on the same contexts, cycles cut by the turn's end left out; (f) compares the tree each signal "
              f"would keep, (g) the experts' log-odds of acceptance at step {roles.depth_step} minus step 1 on the "

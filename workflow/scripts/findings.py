@@ -1,4 +1,4 @@
-"""A verdict on each of the paper's claims from the aggregated frames (taps.findings)."""
+"""A verdict on each of the paper's claims and ours from the aggregated frames (taps.findings)."""
 
 import argparse
 import json
