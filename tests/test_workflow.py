@@ -100,6 +100,11 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
     for name in ("headline", "main", "compositions", "routing", "speed", "temperature", "replay", "interpolation"):
         for ext in ("md", "tex", "csv"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
+    # the headline has every configured composition, averaged too (the shared line's midpoint), and none of the
+    # points the interpolation lines add (they are drawn)
+    headline = set(pd.read_csv(results / "tables" / "headline.csv").composition)
+    assert {"averaged", "math", "route-confidence"} <= headline
+    assert not {"shared@0.25", "independent@0.5", "control@0.5"} & headline
     for name in ("tau_T0", "confidence_entropy", "routing_oracle", "depth", "temperature", "interpolation"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 1000

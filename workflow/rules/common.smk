@@ -406,8 +406,10 @@ def expand_interpolations():
     return lines
 
 
+CONFIGURED = set(config.get("evaluate", {}).get("compositions", {}))  # the config's own, before the lines add theirs
 INTERPOLATIONS = expand_interpolations()  # before the checks: they see the averages and compositions it adds
-INTERPOLATED = {n for line in INTERPOLATIONS.values() for a, n in line.items() if 0 < a < 1}  # not in the main table
+# the lines' inner points the lines added (not a configured composition such as averaged): drawn, not in the main table
+INTERPOLATED = {n for line in INTERPOLATIONS.values() for a, n in line.items() if 0 < a < 1 and n not in CONFIGURED}
 
 
 def line_points(target, backbone):
