@@ -75,7 +75,8 @@ def test_routing_picks_by_mean_confidence_or_entropy():
 
 
 def test_unknown_names_list_the_known_ones():
-    with pytest.raises(KeyError, match="known: single, route-confidence, route-entropy, merged-tree, select-leader"):
+    with pytest.raises(KeyError, match="known: single, route-confidence, route-entropy, merged-tree, select-leader, "
+                                       "select-ucb, select-confidence"):
         compose("route-magic", [])
     with pytest.raises(ValueError, match="at least 2 drafters"):
         compose("route-confidence", [object()])
@@ -90,7 +91,7 @@ def _drafters(target):
 VARIANTS = [("single", {}), ("route-confidence", {}), ("route-entropy", {}),
             ("merged-tree", {"budget": "paper", "trie": True}), ("merged-tree", {"budget": "paper", "trie": False}),
             ("merged-tree", {"budget": "equal", "trie": True}), ("select-leader", {}), ("select-leader", {"explore": 2}),
-            ("select-ucb", {})]
+            ("select-ucb", {}), ("select-confidence", {}), ("select-confidence", {"signal": "topk"})]
 
 
 def test_every_registered_composition_is_covered():
@@ -211,11 +212,53 @@ def test_selection_refuses_an_unknown_rule_or_no_exploration():
         SelectedProposer([_Counting(0), _Counting(1)], explore=0)
 
 
-@pytest.mark.parametrize("name", ["select-leader", "select-ucb"])
+class _Peaked(_Counting):
+    """A stand-in drafter whose root distribution is given: the features committed last are its logits."""
+
+    def __init__(self, source, top_k=2):
+        super().__init__(source)
+        self.tree = TreeConfig(20, 3, top_k)
+        self.drafter = type("Head", (), {"logits": staticmethod(lambda hidden: hidden)})()
+
+    def commit(self, features, next_tokens):
+        super().commit(features, next_tokens)
+        self.last_hidden = features[-1]
+
+
+def test_select_confidence_drafts_with_the_drafter_most_confident_at_the_root_and_commits_every_drafter():
+    probs = {"flat": [0.5, 0.5, 0.0, 0.0, 0.0], "peaked": [0.6, 0.1, 0.1, 0.1, 0.1]}
+    logits = {k: torch.tensor(v).clamp_min(1e-9).log() for k, v in probs.items()}
+    for signal, expected in (("top1", 1), ("topk", 0)):  # top1: 0.5 < 0.6; the top 2 children: 1.0 > 0.7
+        a, b = _Peaked(0), _Peaked(1)
+        sel = compose("select-confidence", [a, b], signal=signal)
+        chosen = []
+        for cycle, (first, second) in enumerate([("flat", "peaked"), ("peaked", "flat"), ("flat", "peaked")]):
+            rows = torch.stack([torch.zeros(5), logits[first]]), torch.stack([torch.zeros(5), logits[second]])
+            a.commit(rows[0], torch.tensor([cycle, cycle]))
+            b.commit(rows[1], torch.tensor([cycle, cycle]))
+            chosen.append(int(sel.propose(root=7).source[0]))
+        flip = {"top1": [1, 0, 1], "topk": [0, 1, 0]}[signal]
+        assert chosen == flip and chosen[0] == expected
+        assert a.proposed + b.proposed == 3  # one tree per cycle
+    sel.commit(torch.zeros(2, 5), torch.tensor([8, 9]))
+    assert a.committed[-2:] == b.committed[-2:] == [8, 9]  # every drafter commits every cycle
+    with pytest.raises(ValueError, match="unknown selection signal 'mean'; known: top1, topk"):
+        compose("select-confidence", [a, b], signal="mean")
+
+
+def _parity_drafters(target):
+    """Echo drafters over the even and over the odd tokens: each is the more confident where the target's next
+    token is of its parity."""
+    small = __import__("taps").DrafterConfig(draft_vocab_size=32)
+    return [echo_drafter(target, small, d2t=torch.arange(0, 64, 2)), echo_drafter(target, small, d2t=torch.arange(1, 64, 2))]
+
+
+@pytest.mark.parametrize("name", ["select-leader", "select-ucb", "select-confidence"])
 def test_selection_replays_as_the_engine_runs_and_drafts_one_tree_per_cycle(target, name):
     tree = TreeConfig(total_tokens=20, depth=3, top_k=4)
-    proposer = compose(name, proposers_for(_drafters(target), tree))
-    routed = compose("route-confidence", proposers_for(_drafters(target), tree))
+    drafters = _parity_drafters if name == "select-confidence" else _drafters
+    proposer = compose(name, proposers_for(drafters(target), tree))
+    routed = compose("route-confidence", proposers_for(drafters(target), tree))
     prompt = torch.tensor([5, 6, 7])
     got = speculative_generate(target, proposer, prompt, 40)
     replayed = replay_generate(target, proposer, prompt, got.tokens, 40)

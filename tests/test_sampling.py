@@ -112,6 +112,8 @@ COMPOSED = {
     "route-confidence": ("route-confidence", {}, lambda t: [echo_drafter(t), Drafter(t)]),
     # the drafter of a cycle chosen from past cycles' acceptance, which depends on past samples
     "select-leader": ("select-leader", {}, lambda t: [Drafter(t), echo_drafter(t)]),
+    # the drafter of a cycle chosen by its confidence at the root, which depends on past samples
+    "select-confidence": ("select-confidence", {}, lambda t: [Drafter(t), echo_drafter(t)]),
 }  # select-ucb differs from select-leader only in which past acceptance it prefers: the same law
 
 
@@ -148,6 +150,7 @@ REPLAYED = {
     # a random drafter's copies first: a token both propose is accepted from its subtree only (the first copy)
     "merged-duplicates": ("merged-tree", {"trie": False}, lambda t: [Drafter(t), echo_drafter(t)]),
     "select-leader": ("select-leader", {}, lambda t: [Drafter(t), echo_drafter(t)]),
+    "select-confidence": ("select-confidence", {}, lambda t: [Drafter(t), echo_drafter(t)]),
 }
 
 

@@ -18,6 +18,11 @@
   the turn (each drafter tried `explore` cycles first, in order; then the highest mean acceptance,
   or UCB1 on acceptance scaled to [0, 1]); only the chosen drafter grows a tree. A drafter not
   chosen keeps the accepted context it missed and catches up in one pass when chosen again.
+- `select-confidence`: one drafter per cycle, chosen before drafting by each drafter's confidence at
+  the root (the probability of its first draft token, `signal="top1"`, or the mass of the top_k
+  children the tree's first level holds, `signal="topk"`). Every drafter commits the accepted tokens
+  each cycle, as in routing, since that pass yields the root's distribution; only the chosen one grows
+  a tree, so a cycle costs one pass per drafter plus one tree's levels, against routing's K trees.
 
 In routing and merging every drafter commits the accepted context each step, whichever tree was
 chosen, so each keeps its own cache current. Losslessness is the engine's: any tree verified by
@@ -207,6 +212,33 @@ class SelectedProposer(_Ensemble):
         self.pending = [[] for _ in self.proposers]
 
 
+PROBES = ("top1", "topk")
+
+
+class ProbedProposer(_Ensemble):
+    """Drafts with the drafter most confident at the root: each drafter's commit gives its distribution of
+    the root's children for free, so the choice needs no pass of its own and sees only the context before
+    the cycle."""
+
+    def __init__(self, proposers: Sequence[EagleProposer], signal: str = "top1"):
+        super().__init__(proposers)
+        if signal not in PROBES:
+            raise ValueError(f"unknown selection signal {signal!r}; known: {', '.join(PROBES)}")
+        self.signal = signal
+
+    @torch.no_grad()
+    def confidence(self, proposer: EagleProposer) -> float:
+        """The drafter's probability of its first draft token (top1), or of the top_k children its tree's
+        first level holds (topk)."""
+        probs = torch.softmax(proposer.drafter.logits(proposer.last_hidden).float(), -1)
+        return probs.topk(1 if self.signal == "top1" else min(proposer.tree.top_k, probs.numel())).values.sum().item()
+
+    def propose(self, root: int) -> DraftTree:
+        scores = [self.confidence(p) for p in self.proposers]
+        chosen = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        return self.proposers[chosen].propose(root)
+
+
 def _single(proposers: Sequence[EagleProposer]) -> EagleProposer:
     if len(proposers) != 1:
         raise ValueError(f"composition 'single' takes exactly 1 drafter, got {len(proposers)}")
@@ -220,12 +252,13 @@ COMPOSITIONS: dict[str, Callable[..., object]] = {
     "merged-tree": lambda proposers, budget="paper", trie=True: MergedProposer(proposers, budget, trie),
     "select-leader": lambda proposers, explore=1: SelectedProposer(proposers, "leader", explore),
     "select-ucb": lambda proposers, explore=1: SelectedProposer(proposers, "ucb", explore),
+    "select-confidence": lambda proposers, signal="top1": ProbedProposer(proposers, signal),
 }
 
 
 def compose(name: str, proposers: Sequence[EagleProposer], **options):
     """The composition registered as `name` over `proposers` (options: merged-tree's budget, trie; selection's
-    explore)."""
+    explore; select-confidence's signal)."""
     if name not in COMPOSITIONS:
         raise KeyError(f"unknown composition {name!r}; known: {', '.join(COMPOSITIONS)}")
     return COMPOSITIONS[name](proposers, **options)

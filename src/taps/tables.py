@@ -24,7 +24,7 @@ BENCHMARKS = DISPLAY_NAMES
 AVERAGE = "average"  # benchmark name of the Avg. column (also the paper CSV's name for it)
 DISPLAY = {**BENCHMARKS, AVERAGE: "Avg."}
 ROW_KEYS = ["target", "backbone", "temperature", "composition"]
-MULTI_KINDS = ("route-confidence", "route-entropy", "merged-tree", "select-leader", "select-ucb")
+MULTI_KINDS = ("route-confidence", "route-entropy", "merged-tree", "select-leader", "select-ucb", "select-confidence")
 NAN = float("nan")
 
 
