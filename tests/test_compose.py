@@ -253,6 +253,21 @@ def _parity_drafters(target):
     return [echo_drafter(target, small, d2t=torch.arange(0, 64, 2)), echo_drafter(target, small, d2t=torch.arange(1, 64, 2))]
 
 
+def test_select_confidence_chooses_the_argmax_each_cycle_and_every_drafter_commits_every_cycle(target):
+    tree = TreeConfig(total_tokens=20, depth=3, top_k=4)
+    proposer = compose("select-confidence", proposers_for(_parity_drafters(target), tree))
+    scores, confidence = [], proposer.confidence
+    proposer.confidence = lambda p: scores.append(confidence(p)) or scores[-1]
+    got = speculative_generate(target, proposer, torch.tensor([5, 6, 7]), 40)
+    per_cycle = [scores[i:i + 2] for i in range(0, len(scores), 2)]
+    assert len(per_cycle) == len(got.cycles) and len(scores) % 2 == 0
+    assert [c["drafter"] for c in got.cycles] == [max((0, 1), key=lambda i: (s[i], -i)) for s in per_cycle]
+    assert {c["drafter"] for c in got.cycles} == {0, 1}
+    # each drafter: one pass per commit (the prompt and every cycle's accepted tokens), depth passes per tree
+    commits = [p.steps - tree.depth * sum(c["drafter"] == i for c in got.cycles) for i, p in enumerate(proposer.proposers)]
+    assert commits[0] == commits[1] >= len(got.cycles)
+
+
 @pytest.mark.parametrize("name", ["select-leader", "select-ucb", "select-confidence"])
 def test_selection_replays_as_the_engine_runs_and_drafts_one_tree_per_cycle(target, name):
     tree = TreeConfig(total_tokens=20, depth=3, top_k=4)

@@ -315,8 +315,8 @@ CLAIMS: dict[str, tuple[str, Callable[[Setting], list[Spec] | str]]] = {
     "i": ("ours: averaging fails when the experts start from different initialisations: the experts' midpoint "
           "from one initialisation beats the midpoint from two, and an expert beats its midpoint with a same-data "
           "copy from another initialisation (mean tau; config interpolations)", _claim_i),
-    "j": ("ours: one drafter per cycle, chosen from the acceptance seen so far, keeps confidence routing's tau at "
-          "half its drafting: the best of the selections (findings.selections; chosen on the full data, held fixed "
+    "j": ("ours: one drafter per cycle, chosen before drafting (from the acceptance seen so far, or from each "
+          "drafter's confidence at the root), keeps confidence routing's tau with one tree per cycle: the best of the selections (findings.selections; chosen on the full data, held fixed "
           "in the bootstrap) beats route-confidence, which drafts with both experts every cycle, in domain-balanced "
           "mean tau (equivalent: matches it)", _claim_j),
 }

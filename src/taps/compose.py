@@ -217,8 +217,10 @@ PROBES = ("top1", "topk")
 
 class ProbedProposer(_Ensemble):
     """Drafts with the drafter most confident at the root: each drafter's commit gives its distribution of
-    the root's children for free, so the choice needs no pass of its own and sees only the context before
-    the cycle."""
+    the root's children for free, so the choice needs no pass of its own (only each drafter's head once more)
+    and sees only the context before the cycle. The probabilities are over each drafter's own draft
+    vocabulary: drafters of one target share it; drafters with different vocabularies are compared on
+    unequal footing."""
 
     def __init__(self, proposers: Sequence[EagleProposer], signal: str = "top1"):
         super().__init__(proposers)
