@@ -46,6 +46,11 @@ SIGNALS = ("confidence", "entropy")
 BUDGETS = ("paper", "equal")
 
 
+def best(scores: Sequence[float]) -> int:
+    """Index of the highest score; ties go to the lower index."""
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
 def route(trees: Sequence[DraftTree], signal: str) -> int:
     """Index of the tree to keep: highest mean node confidence, or lowest mean node entropy.
 
@@ -62,7 +67,7 @@ def route(trees: Sequence[DraftTree], signal: str) -> int:
             scores.append(tree.confidence[1:].mean().item())
         else:
             scores.append(-tree.entropy[1:].mean().item())
-    return max(range(len(trees)), key=lambda i: (scores[i], -i))
+    return best(scores)
 
 
 def candidate_scores(trees: Sequence[DraftTree], continuation: list[int]) -> dict[str, float]:
@@ -193,7 +198,7 @@ class SelectedProposer(_Ensemble):
         total = sum(self.cycles)
         bonus = (lambda n: math.sqrt(2 * math.log(total) / n)) if self.rule == "ucb" else (lambda n: 0.0)
         scores = [a / n + bonus(n) for a, n in zip(self.accepted, self.cycles)]
-        return max(range(len(scores)), key=lambda i: (scores[i], -i))
+        return best(scores)
 
     def _catch_up(self, i: int) -> None:
         """Commit to drafter i, in one pass, the context it missed."""
@@ -236,9 +241,7 @@ class ProbedProposer(_Ensemble):
         return probs.topk(1 if self.signal == "top1" else min(proposer.tree.top_k, probs.numel())).values.sum().item()
 
     def propose(self, root: int) -> DraftTree:
-        scores = [self.confidence(p) for p in self.proposers]
-        chosen = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        return self.proposers[chosen].propose(root)
+        return self.proposers[best([self.confidence(p) for p in self.proposers])].propose(root)
 
 
 def _single(proposers: Sequence[EagleProposer]) -> EagleProposer:
