@@ -38,6 +38,18 @@ def test_a_mistyped_config_key_is_refused_and_named(tmp_path):
     assert "draft_vocab_sise" in run.stdout + run.stderr
 
 
+@pytest.mark.parametrize("prompts, sampled, named", [({"mt_bench": 2}, 1, "benchmark 'gsm8k'"),
+                                                      ({"mt_bench": 2, "gsm8k": 1}, 2, "exceeds evaluate.prompts (1) on gsm8k")])
+def test_a_prompts_mapping_names_every_benchmark_and_covers_the_sampled_prompts(tmp_path, prompts, sampled, named):
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["evaluate"]["prompts"], config["evaluate"]["sampled"]["prompts"] = prompts, sampled
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    run = _snakemake("-n", "--configfile", str(bad))
+    assert run.returncode != 0
+    assert named in run.stdout + run.stderr
+
+
 def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_the_report(smoke_results, tmp_path):
     results, _ = smoke_results  # adds report.html and released/ (tests/test_slurm.py leaves them out)
     for backbone in ("eagle2", "hass"):
@@ -85,6 +97,13 @@ def test_smoke_dag_reaches_the_drafters_the_tables_the_figures_the_findings_and_
     greedy = table[table.temperature == 0]
     assert (greedy.timed_turns >= 1).all() and (greedy.replay_turns == greedy.timed_turns).all()
     assert (table[table.temperature == 1].timed_turns == sampled["prompts"]).all()
+    # evaluate.prompts per benchmark at T=0; T=1's one prompt is among T=0's (nested seeded samples)
+    rows = pd.read_parquet(results / "tables" / "prompts.parquet")
+    counts = rows[rows.temperature == 0].groupby("benchmark").prompt.nunique().to_dict()
+    assert counts == smoke["prompts"] and (greedy.prompts == greedy.benchmark.map(smoke["prompts"])).all()
+    hot = rows[rows.temperature == 1]
+    assert hot.prompt.nunique() == sampled["prompts"]
+    assert set(hot.prompt) <= set(rows[(rows.temperature == 0) & (rows.benchmark == "gsm8k")].prompt)
     # rule tune_tree chose math's tree from development prompts; math@tuned was evaluated and timed with it
     for backbone in ("eagle2", "hass"):
         tuned = json.loads((results / "tune" / "tiny" / backbone / "math.json").read_text())

@@ -279,13 +279,28 @@ def tuned_inputs(target, backbone, compositions):
     return {c: tune_json(target, backbone, s["drafters"][0]) for c, s in specs.items()}
 
 
+def benchmark_prompts(prompts, benchmark):
+    """evaluate.prompts (or evaluate.sampled.prompts) for one benchmark: a count for all, or a mapping benchmark ->
+    count (None: no limit, every prompt)."""
+    if not isinstance(prompts, dict):
+        return prompts
+    if benchmark not in prompts:
+        raise ValueError(f"the prompts mapping {prompts} names no count for benchmark {benchmark!r}: give one for "
+                         "every evaluated benchmark, or a single count for all")
+    return prompts[benchmark]
+
+
 def check_sampled_prompts():
-    """T > 0 evaluates the first prompts of T=0's sample (nested seeded samples), so it cannot ask for more."""
+    """T > 0 evaluates the first prompts of T=0's sample (nested seeded samples), so it cannot ask for more; a
+    prompts mapping names every benchmark."""
     ev = config.get("evaluate", {})
-    sampled, greedy = ev.get("sampled", {}).get("prompts"), ev.get("prompts")
-    if sampled and greedy and ev.get("replay") and sampled > greedy:
-        raise ValueError(f"evaluate.sampled.prompts ({sampled}) exceeds evaluate.prompts ({greedy}): with replay, "
-                         "T > 0 turns are conditioned on T=0's references, which cover evaluate.prompts prompts")
+    for benchmark in ev.get("benchmarks", {}):
+        greedy = benchmark_prompts(ev.get("prompts"), benchmark)
+        sampled = benchmark_prompts(ev.get("sampled", {}).get("prompts"), benchmark)
+        if sampled and greedy and ev.get("replay") and sampled > greedy:
+            raise ValueError(f"evaluate.sampled.prompts ({sampled}) exceeds evaluate.prompts ({greedy}) on "
+                             f"{benchmark}: with replay, T > 0 turns are conditioned on T=0's references, which cover "
+                             "evaluate.prompts prompts")
 
 
 def eval_settings(temperature=0, benchmark=None, backbone=None):
@@ -305,15 +320,15 @@ def eval_settings(temperature=0, benchmark=None, backbone=None):
         settings["timed_prompts"] = 0
     if not ev.get("replay"):
         settings.pop("timed_compositions", None)
-    return {**settings, "prompts": eval_plan(temperature)[3]}
+    return {**settings, "prompts": benchmark_prompts(eval_plan(temperature)[3], benchmark)}
 
 
-def reference_settings():
+def reference_settings(benchmark):
     """The settings the vanilla references depend on: prompts, max_new_tokens, and fp32_logits (the logits
     the greedy output is read from); on_mismatch only matters where an output is compared, so it is left out
     and changing it does not rebuild the references."""
-    return {k: v for k, v in eval_settings(0).items() if k in ("prompts", "max_new_tokens", "fp32_logits",
-                                                                  "prefix_cache")}
+    return {k: v for k, v in eval_settings(0, benchmark).items()
+            if k in ("prompts", "max_new_tokens", "fp32_logits", "prefix_cache")}
 
 
 # the tidy frames, tables and figures that report.smk writes

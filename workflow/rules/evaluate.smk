@@ -15,7 +15,7 @@ rule reference:
         f"{RESULTS}/benchmarks/reference/{{target}}/{{benchmark}}.tsv"
     params:
         benchmark=lambda w: json_arg(config["evaluate"]["benchmarks"][w.benchmark]),
-        settings=lambda w: json_arg(reference_settings()),
+        settings=lambda w: json_arg(reference_settings(w.benchmark)),
         data_dir=config["data_dir"],
         seed=config["seed"],
         dev=device_args(eval_threads()),
