@@ -91,7 +91,8 @@ def _drafters(target):
 VARIANTS = [("single", {}), ("route-confidence", {}), ("route-entropy", {}),
             ("merged-tree", {"budget": "paper", "trie": True}), ("merged-tree", {"budget": "paper", "trie": False}),
             ("merged-tree", {"budget": "equal", "trie": True}), ("select-leader", {}), ("select-leader", {"explore": 2}),
-            ("select-ucb", {}), ("select-confidence", {}), ("select-confidence", {"signal": "topk"})]
+            ("select-ucb", {}), ("select-confidence", {}), ("select-confidence", {"signal": "topk"}),
+            ("select-confidence", {"signal": "depth2"})]
 
 
 def test_every_registered_composition_is_covered():
@@ -242,7 +243,7 @@ def test_select_confidence_drafts_with_the_drafter_most_confident_at_the_root_an
         assert a.proposed + b.proposed == 3  # one tree per cycle
     sel.commit(torch.zeros(2, 5), torch.tensor([8, 9]))
     assert a.committed[-2:] == b.committed[-2:] == [8, 9]  # every drafter commits every cycle
-    with pytest.raises(ValueError, match="unknown selection signal 'mean'; known: top1, topk"):
+    with pytest.raises(ValueError, match="unknown selection signal 'mean'; known: top1, topk, depth2"):
         compose("select-confidence", [a, b], signal="mean")
 
 
@@ -253,26 +254,37 @@ def _parity_drafters(target):
     return [echo_drafter(target, small, d2t=torch.arange(0, 64, 2)), echo_drafter(target, small, d2t=torch.arange(1, 64, 2))]
 
 
-def test_select_confidence_chooses_the_argmax_each_cycle_and_every_drafter_commits_every_cycle(target):
+@pytest.mark.parametrize("signal", ["top1", "depth2"])
+def test_select_confidence_chooses_the_argmax_each_cycle_and_every_drafter_commits_every_cycle(target, signal):
     tree = TreeConfig(total_tokens=20, depth=3, top_k=4)
-    proposer = compose("select-confidence", proposers_for(_parity_drafters(target), tree))
+    proposer = compose("select-confidence", proposers_for(_parity_drafters(target), tree), signal=signal)
     scores, confidence = [], proposer.confidence
-    proposer.confidence = lambda p: scores.append(confidence(p)) or scores[-1]
+    proposer.confidence = lambda p, root: scores.append(confidence(p, root)) or scores[-1]
     got = speculative_generate(target, proposer, torch.tensor([5, 6, 7]), 40)
     per_cycle = [scores[i:i + 2] for i in range(0, len(scores), 2)]
     assert len(per_cycle) == len(got.cycles) and len(scores) % 2 == 0
     assert [c["drafter"] for c in got.cycles] == [max((0, 1), key=lambda i: (s[i], -i)) for s in per_cycle]
     assert {c["drafter"] for c in got.cycles} == {0, 1}
-    # each drafter: one pass per commit (the prompt and every cycle's accepted tokens), depth passes per tree
-    commits = [p.steps - tree.depth * sum(c["drafter"] == i for c in got.cycles) for i, p in enumerate(proposer.proposers)]
+    # each drafter: one pass per commit (the prompt and every cycle's accepted tokens), depth passes per tree,
+    # and with depth2 one probe pass per cycle
+    probes = len(got.cycles) if signal == "depth2" else 0
+    commits = [p.steps - probes - tree.depth * sum(c["drafter"] == i for c in got.cycles)
+               for i, p in enumerate(proposer.proposers)]
     assert commits[0] == commits[1] >= len(got.cycles)
+    if signal == "depth2":  # the probe: the sum of path probabilities of the two-level tree, cache left as it was
+        probe = proposer.proposers[0]
+        length, cached = probe.length, probe.cache.get_seq_length()
+        two = probe.propose(9, passes=1)
+        assert two.depths.max() == 2 and confidence(probe, 9) == pytest.approx(two.confidence[1:].sum().item())
+        assert (probe.length, probe.cache.get_seq_length()) == (length, cached)
 
 
-@pytest.mark.parametrize("name", ["select-leader", "select-ucb", "select-confidence"])
-def test_selection_replays_as_the_engine_runs_and_drafts_one_tree_per_cycle(target, name):
+@pytest.mark.parametrize("name, options", [("select-leader", {}), ("select-ucb", {}), ("select-confidence", {}),
+                                           ("select-confidence", {"signal": "depth2"})])
+def test_selection_replays_as_the_engine_runs_and_drafts_one_tree_per_cycle(target, name, options):
     tree = TreeConfig(total_tokens=20, depth=3, top_k=4)
     drafters = _parity_drafters if name == "select-confidence" else _drafters
-    proposer = compose(name, proposers_for(drafters(target), tree))
+    proposer = compose(name, proposers_for(drafters(target), tree), **options)
     routed = compose("route-confidence", proposers_for(drafters(target), tree))
     prompt = torch.tensor([5, 6, 7])
     got = speculative_generate(target, proposer, prompt, 40)

@@ -459,7 +459,8 @@ def test_claim_j_faces_routing_with_the_selection_best_in_domain_balanced_tau_an
     assert j.loc[vs_oracle, "diff"] == pytest.approx(3.85 - (3.5 + 4.0) / 2, abs=0.03)
     assert _claim(claims, "j").verdict == "reproduced"
     no_selection = _claim(findings(prompt_frame(drop=("select-leader", "select-ucb")), None, n_boot=100)[0], "j")
-    assert no_selection.reason == "absent (or not on every benchmark): select-leader, select-ucb, select-confidence"
+    assert no_selection.reason == ("absent (or not on every benchmark): select-leader, select-ucb, select-confidence, "
+                                   "select-depth2")
     assert "names no composition" in _claim(findings(prompt_frame(), None, Roles(selections=[]), n_boot=100)[0],
                                             "j").reason
     # the experts are only the oracle's: without chat, (j) is decided all the same, with no oracle row

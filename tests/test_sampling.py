@@ -120,6 +120,8 @@ COMPOSED = {
     # the drafter of a cycle chosen by its confidence at the root, which depends on past samples: echo drafters
     # over the even and the odd tokens (each chosen in over a third of the cycles: 132 and 221 of 353 in 200 runs)
     "select-confidence": ("select-confidence", {}, lambda t: _parity(t)),
+    # chosen by the drafters' two-level trees, grown (one pass each) and dropped before the chosen one drafts
+    "select-depth2": ("select-confidence", {"signal": "depth2"}, lambda t: _parity(t)),
 }  # select-ucb differs from select-leader only in which past acceptance it prefers: the same law
 
 
@@ -157,6 +159,7 @@ REPLAYED = {
     "merged-duplicates": ("merged-tree", {"trie": False}, lambda t: [Drafter(t), echo_drafter(t)]),
     "select-leader": ("select-leader", {}, lambda t: [Drafter(t), echo_drafter(t)]),
     "select-confidence": ("select-confidence", {}, lambda t: _parity(t)),
+    "select-depth2": ("select-confidence", {"signal": "depth2"}, lambda t: _parity(t)),
 }
 
 

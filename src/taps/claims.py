@@ -48,7 +48,8 @@ class Roles:
     # claim (h): the single drafters among which the best is chosen
     singles: list[str] = field(default_factory=lambda: ["math", "chat", "mixed-160+160", "mixed-320+320", "averaged"])
     # claim (j): compositions drafting with one drafter per cycle; the best faces `route_confidence`
-    selections: list[str] = field(default_factory=lambda: ["select-leader", "select-ucb", "select-confidence"])
+    selections: list[str] = field(default_factory=lambda: ["select-leader", "select-ucb", "select-confidence",
+                                                           "select-depth2"])
     min_cycles: int = 20  # claim (g): fewest cycles of a benchmark where both experts reached step `depth_step`
     depth_step: int = 3  # claim (g): the step k compared with step 1 (fixed, not chosen from the data)
     min_prompts: int = 10  # fewest paired prompts on every benchmark a claim uses; fewer: "not evaluated"

@@ -20,9 +20,12 @@
   chosen keeps the accepted context it missed and catches up in one pass when chosen again.
 - `select-confidence`: one drafter per cycle, chosen before drafting by each drafter's confidence at
   the root (the probability of its first draft token, `signal="top1"`, or the mass of the top_k
-  children the tree's first level holds, `signal="topk"`). Every drafter commits the accepted tokens
-  each cycle, as in routing, since that pass yields the root's distribution; only the chosen one grows
-  a tree, so a cycle costs one pass per drafter plus one tree's levels, against routing's K trees.
+  children the tree's first level holds, `signal="topk"`), or two levels down (`signal="depth2"`: the
+  sum of path probabilities, i.e. the expected drafted tokens accepted, of the tree it grows in one
+  pass, two levels deep, with the tree's node budget). Every drafter commits the accepted tokens each
+  cycle, as in routing, since that pass yields the root's distribution; only the chosen one grows a
+  tree, so a cycle costs one pass per drafter (two with depth2) plus one tree's levels, against
+  routing's K trees.
 
 In routing and merging every drafter commits the accepted context each step, whichever tree was
 chosen, so each keeps its own cache current. Losslessness is the engine's: any tree verified by
@@ -217,13 +220,14 @@ class SelectedProposer(_Ensemble):
         self.pending = [[] for _ in self.proposers]
 
 
-PROBES = ("top1", "topk")
+PROBES = ("top1", "topk", "depth2")
 
 
 class ProbedProposer(_Ensemble):
     """Drafts with the drafter most confident at the root: each drafter's commit gives its distribution of
     the root's children for free, so the choice needs no pass of its own (only each drafter's head once more)
-    and sees only the context before the cycle. The probabilities are over each drafter's own draft
+    and sees only the context before the cycle. `depth2` looks one level further, at the cost of one pass
+    per drafter (the chosen one grows its tree afresh). The probabilities are over each drafter's own draft
     vocabulary: drafters of one target share it; drafters with different vocabularies are compared on
     unequal footing."""
 
@@ -234,14 +238,16 @@ class ProbedProposer(_Ensemble):
         self.signal = signal
 
     @torch.no_grad()
-    def confidence(self, proposer: EagleProposer) -> float:
-        """The drafter's probability of its first draft token (top1), or of the top_k children its tree's
-        first level holds (topk)."""
+    def confidence(self, proposer: EagleProposer, root: int) -> float:
+        """The drafter's probability of its first draft token (top1), of the top_k children its tree's first
+        level holds (topk), or the sum of path probabilities of its tree two levels deep (depth2)."""
+        if self.signal == "depth2":
+            return proposer.propose(root, passes=1).confidence[1:].sum().item()
         probs = torch.softmax(proposer.drafter.logits(proposer.last_hidden).float(), -1)
         return probs.topk(1 if self.signal == "top1" else min(proposer.tree.top_k, probs.numel())).values.sum().item()
 
     def propose(self, root: int) -> DraftTree:
-        return self.proposers[best([self.confidence(p) for p in self.proposers])].propose(root)
+        return self.proposers[best([self.confidence(p, root) for p in self.proposers])].propose(root)
 
 
 def _single(proposers: Sequence[EagleProposer]) -> EagleProposer:

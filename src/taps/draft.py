@@ -60,8 +60,9 @@ class EagleProposer:
         self.cache = copy.deepcopy(cache)
 
     @torch.no_grad()
-    def propose(self, root: int) -> DraftTree:
-        """Grow the dynamic tree under `root` (the last accepted token)."""
+    def propose(self, root: int, passes: int | None = None) -> DraftTree:
+        """Grow the dynamic tree under `root` (the last accepted token): `passes` drafter passes (tree levels
+        past the first), the tree's depth unless given; the cache is left as committed."""
         cfg = self.tree
         if cfg.total_tokens == 1:
             return root_only(root)
@@ -76,7 +77,7 @@ class EagleProposer:
         fed: list[int] = []  # candidate ids in drafter-cache order (after the committed entries)
         ancestors: dict[int, list[int]] = {}  # candidate id -> fed slots of its ancestors and itself
         n_cand = k
-        for _ in range(cfg.depth):
+        for _ in range(cfg.depth if passes is None else passes):
             all_par, all_depth = torch.cat(parents), torch.cat(depth)
             slots = len(fed)
             allowed = torch.zeros(k, self.length + slots + k, dtype=torch.bool)
