@@ -39,6 +39,12 @@ from taps.target import load_target_spec
 from taps.tree import TreeConfig
 
 
+
+def sample_size(evaluate: dict, benchmark: str) -> int:
+    """evaluate.prompts for one benchmark: one count for all, or benchmark -> count."""
+    prompts = evaluate["prompts"]
+    return prompts[benchmark] if isinstance(prompts, dict) else prompts
+
 def tree_of(spec: dict, evaluate: dict, tuned_json: str) -> TreeConfig:
     """A composition's tree, as the evaluation builds it."""
     if spec.get("tree") == "tuned":
@@ -83,7 +89,7 @@ def timed_turns(config: dict, args: argparse.Namespace) -> tuple[pd.DataFrame, d
     frames = []
     for i, bench in enumerate(args.benchmarks or list(evaluate["benchmarks"])):
         prompts = load_prompts(benchmark_from_config(bench, evaluate["benchmarks"].get(bench)),
-                               args.data_dir or config["data_dir"], limit=evaluate["prompts"],
+                               args.data_dir or config["data_dir"], limit=sample_size(evaluate, bench),
                                seed=config["seed"])[:args.prompts]
         source = evaluate.get("fewshot", {}).get(bench)
         fewshot = f"{r}/prompts/{t}/{source}.json" if source else None
@@ -139,8 +145,9 @@ def main() -> None:
         "backbones", [args.backbone])]
     if elsewhere:
         parser.error(f"not evaluated on backbone {args.backbone} (their `backbones`): {', '.join(elsewhere)}")
-    if not 1 <= args.prompts <= evaluate["prompts"]:
-        parser.error(f"--prompts must be 1..{evaluate['prompts']} (the evaluated sample), got {args.prompts}")
+    fewest = min(sample_size(evaluate, bench) for bench in args.benchmarks or evaluate["benchmarks"])
+    if not 1 <= args.prompts <= fewest:
+        parser.error(f"--prompts must be 1..{fewest} (the evaluated sample), got {args.prompts}")
     turns, trees = timed_turns(config, args)
     if args.out:
         turns.to_parquet(args.out)
