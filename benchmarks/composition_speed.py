@@ -39,11 +39,11 @@ from taps.target import load_target_spec
 from taps.tree import TreeConfig
 
 
-
 def sample_size(evaluate: dict, benchmark: str) -> int:
     """evaluate.prompts for one benchmark: one count for all, or benchmark -> count."""
     prompts = evaluate["prompts"]
     return prompts[benchmark] if isinstance(prompts, dict) else prompts
+
 
 def tree_of(spec: dict, evaluate: dict, tuned_json: str) -> TreeConfig:
     """A composition's tree, as the evaluation builds it."""

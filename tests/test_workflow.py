@@ -39,7 +39,8 @@ def test_a_mistyped_config_key_is_refused_and_named(tmp_path):
 
 
 @pytest.mark.parametrize("prompts, sampled, named", [({"mt_bench": 2}, 1, "benchmark 'gsm8k'"),
-                                                      ({"mt_bench": 2, "gsm8k": 1}, 2, "exceeds evaluate.prompts (1) on gsm8k")])
+                                                      ({"mt_bench": 2, "gsm8k": 1}, 2, "exceeds evaluate.prompts (1) on gsm8k"),
+                                                      ({"mt_bench": 2, "gsm8k": 2, "gsm8": 2}, 1, "names gsm8, not in")])
 def test_a_prompts_mapping_names_every_benchmark_and_covers_the_sampled_prompts(tmp_path, prompts, sampled, named):
     config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     config["evaluate"]["prompts"], config["evaluate"]["sampled"]["prompts"] = prompts, sampled

@@ -292,8 +292,14 @@ def benchmark_prompts(prompts, benchmark):
 
 def check_sampled_prompts():
     """T > 0 evaluates the first prompts of T=0's sample (nested seeded samples), so it cannot ask for more; a
-    prompts mapping names every benchmark."""
+    prompts mapping names every evaluated benchmark, and no other."""
     ev = config.get("evaluate", {})
+    for key, prompts in (("evaluate.prompts", ev.get("prompts")), ("evaluate.sampled.prompts",
+                                                                 ev.get("sampled", {}).get("prompts"))):
+        unknown = sorted(set(prompts) - set(ev.get("benchmarks", {}))) if isinstance(prompts, dict) else []
+        if unknown:
+            raise ValueError(f"{key} names {', '.join(unknown)}, not in evaluate.benchmarks "
+                             f"({', '.join(ev.get('benchmarks', {}))}): fix the name or drop it")
     for benchmark in ev.get("benchmarks", {}):
         greedy = benchmark_prompts(ev.get("prompts"), benchmark)
         sampled = benchmark_prompts(ev.get("sampled", {}).get("prompts"), benchmark)
