@@ -317,10 +317,10 @@ CLAIMS: dict[str, tuple[str, Callable[[Setting], list[Spec] | str]]] = {
           "from one initialisation beats the midpoint from two, and an expert beats its midpoint with a same-data "
           "copy from another initialisation (mean tau; config interpolations)", _claim_i),
     "j": ("ours: one drafter per cycle, chosen before drafting (from the acceptance seen so far, or from each "
-          "drafter's confidence at the root), keeps confidence routing's tau with one tree per cycle: the best of "
-          "the selections (findings.selections; chosen on the full data, held fixed in the bootstrap) beats "
-          "route-confidence, which drafts with both experts every cycle, in domain-balanced mean tau (equivalent: "
-          "matches it)", _claim_j),
+          "drafter's confidence at the root or in its first two levels), keeps confidence routing's tau with one "
+          "tree per cycle: the best of the selections (findings.selections; chosen on the full data, held fixed "
+          "in the bootstrap) beats route-confidence, which drafts with both experts every cycle, in "
+          "domain-balanced mean tau (equivalent: matches it)", _claim_j),
 }
 ROSTERS = {"c": "averaged_rivals", "e": "merged_rivals", "e2": "merged_work_rivals", "h": "singles",
            "j": "selections"}  # claim -> roster
