@@ -68,8 +68,8 @@ def mean_ratio(turns: pd.DataFrame, a: str, b: str, seed: int) -> tuple[float, f
                                   lambda r: np.mean([r[(a, x)] / r[(b, x)] for x in benches], axis=0), seed=seed)
 
 
-def timed_turns(config: dict, args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, TreeConfig]]:
-    """Every timed turn of every composition (the turn rows of `evaluate_many`), and the compositions' trees."""
+def load_compositions(config: dict, args: argparse.Namespace) -> tuple[object, dict, dict[str, TreeConfig]]:
+    """The target, the proposers of `args.compositions` (by name) on the run's drafters, and their trees."""
     evaluate, r, t, b = config["evaluate"], args.results, args.target, args.backbone
     specs = {c: evaluate["compositions"][c] for c in args.compositions}
     torch.set_num_threads(args.threads)
@@ -82,20 +82,33 @@ def timed_turns(config: dict, args: argparse.Namespace) -> tuple[pd.DataFrame, d
     proposers = {c: compose(spec["composition"], proposers_for([drafters[d] for d in spec["drafters"]], trees[c]),
                             **spec.get("options", {}))
                  for c, spec in specs.items()}
+    return target, proposers, trees
+
+
+def benchmark_inputs(config: dict, args: argparse.Namespace, target, bench: str):
+    """A benchmark's evaluated prompts (the seeded sample the DAG evaluates) and its prompt format."""
+    evaluate, r, t = config["evaluate"], args.results, args.target
+    prompts = load_prompts(benchmark_from_config(bench, evaluate["benchmarks"].get(bench)),
+                           args.data_dir or config["data_dir"], limit=sample_size(evaluate, bench), seed=config["seed"])
+    source = evaluate.get("fewshot", {}).get(bench)
+    fewshot = f"{r}/prompts/{t}/{source}.json" if source else None
+    if fewshot and not os.path.exists(fewshot):
+        raise SystemExit(f"{fewshot} is missing: run the DAG's fewshot rule for {source} first")
+    return prompts, load_format(target.tokenizer, fewshot)
+
+
+def timed_turns(config: dict, args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, TreeConfig]]:
+    """Every timed turn of every composition (the turn rows of `evaluate_many`), and the compositions' trees."""
+    evaluate = config["evaluate"]
+    target, proposers, trees = load_compositions(config, args)
     settings = EvalConfig(0.0, evaluate.get("max_new_tokens", EvalConfig.max_new_tokens), config["seed"],
                           replay=False, timed_prompts=args.prompts,
                           on_mismatch=evaluate.get("on_mismatch", EvalConfig.on_mismatch),
                           prefix_cache=evaluate.get("prefix_cache", EvalConfig.prefix_cache))
     frames = []
     for i, bench in enumerate(args.benchmarks or list(evaluate["benchmarks"])):
-        prompts = load_prompts(benchmark_from_config(bench, evaluate["benchmarks"].get(bench)),
-                               args.data_dir or config["data_dir"], limit=sample_size(evaluate, bench),
-                               seed=config["seed"])[:args.prompts]
-        source = evaluate.get("fewshot", {}).get(bench)
-        fewshot = f"{r}/prompts/{t}/{source}.json" if source else None
-        if fewshot and not os.path.exists(fewshot):
-            raise SystemExit(f"{fewshot} is missing: run the DAG's fewshot rule for {source} first")
-        fmt = load_format(target.tokenizer, fewshot)
+        prompts, fmt = benchmark_inputs(config, args, target, bench)
+        prompts = prompts[:args.prompts]
         if i == 0:  # first calls pay one-off costs (allocator, lazy init): a short untimed run first
             evaluate_many(target, proposers, prompts[:1], dataclasses.replace(settings, max_new_tokens=8), fmt=fmt,
                           progress=False)
