@@ -9,9 +9,8 @@ Replays the configured routing composition at T=0 on every benchmark's evaluated
 sample) against the DAG's references (rule reference). For each cycle and each drafter's tree it records the
 signals a selection could read: the first level's top-1 probability (select-confidence's `top1`), the sum of
 path probabilities of the nodes down to depth 1, 2 and 3 (depth 1 is the top_k mass, `topk`; depth 2 is close
-to `depth2`, which grows a two-level tree of the same budget) and over the whole tree (routing's mean
-confidence times the node count), and the drafted tokens each tree would have had accepted
-(`taps.compose.candidate_scores`). Prints, per signal, the mean tokens per pass (accepted + 1) of the tree it
+to `depth2`, which grows a two-level tree of the same budget); beside routing's own signal, the whole tree's
+mean confidence, and the drafted tokens each tree would have had accepted (both `taps.compose.candidate_scores`). Prints, per signal, the mean tokens per pass (accepted + 1) of the tree it
 picks, per benchmark and domain-balanced (the mean of MT-Bench and of the math benchmarks' mean), beside each
 drafter alone and the per-cycle oracle. This is an estimate on routing's contexts: a selection's own turns
 drift from them after its first different choice, so its tau comes from the evaluation, not from here.
@@ -30,18 +29,17 @@ from taps.evaluate import EvalConfig, evaluate_many, read_references
 from taps.tree import DraftTree
 
 CHAT = {"mt_bench"}  # the chat domain; every other benchmark is math
-SIGNALS = ("top1", "depth1", "depth2", "depth3", "whole")
+SIGNALS = ("top1", "depth1", "depth2", "depth3", "confidence")  # confidence: routing's own (candidate_scores)
 
 
 def tree_signals(tree: DraftTree) -> dict[str, float]:
-    """A tree's selection signals: top1 (its best first-level node's probability), depth1..depth3 (the sum of
-    path probabilities of its nodes down to that depth) and whole (over all its drafted nodes)."""
+    """A tree's selection signals: top1 (its best first-level node's probability) and depth1..depth3 (the sum
+    of path probabilities of its nodes down to that depth)."""
     depths, confidence = tree.depths, tree.confidence
     first = depths == 1
     signals = {"top1": tree.prob[first].max().item() if first.any() else 0.0}
     for d in (1, 2, 3):
         signals[f"depth{d}"] = confidence[(depths >= 1) & (depths <= d)].sum().item()
-    signals["whole"] = confidence[depths >= 1].sum().item()
     return signals
 
 

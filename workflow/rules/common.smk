@@ -294,15 +294,15 @@ def check_sampled_prompts():
     """T > 0 evaluates the first prompts of T=0's sample (nested seeded samples), so it cannot ask for more; a
     prompts mapping names every evaluated benchmark, and no other."""
     ev = config.get("evaluate", {})
-    for key, prompts in (("evaluate.prompts", ev.get("prompts")), ("evaluate.sampled.prompts",
-                                                                 ev.get("sampled", {}).get("prompts"))):
-        unknown = sorted(set(prompts) - set(ev.get("benchmarks", {}))) if isinstance(prompts, dict) else []
+    benchmarks, counts = list(ev.get("benchmarks", {})), {"evaluate.prompts": ev.get("prompts"),
+                                                          "evaluate.sampled.prompts": ev.get("sampled", {}).get("prompts")}
+    for key, prompts in counts.items():
+        unknown = sorted(set(prompts) - set(benchmarks)) if isinstance(prompts, dict) else []
         if unknown:
             raise ValueError(f"{key} names {', '.join(unknown)}, not in evaluate.benchmarks "
-                             f"({', '.join(ev.get('benchmarks', {}))}): fix the name or drop it")
-    for benchmark in ev.get("benchmarks", {}):
-        greedy = benchmark_prompts(ev.get("prompts"), benchmark)
-        sampled = benchmark_prompts(ev.get("sampled", {}).get("prompts"), benchmark)
+                             f"({', '.join(benchmarks)}): fix the name or drop it")
+    for benchmark in benchmarks:
+        greedy, sampled = (benchmark_prompts(prompts, benchmark) for prompts in counts.values())
         if sampled and greedy and ev.get("replay") and sampled > greedy:
             raise ValueError(f"evaluate.sampled.prompts ({sampled}) exceeds evaluate.prompts ({greedy}) on "
                              f"{benchmark}: with replay, T > 0 turns are conditioned on T=0's references, which cover "
